@@ -20,7 +20,11 @@ SECRET_KEY_FILE = "secret_key"
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="SPOREPRINT_", env_file=".env", extra="ignore", validate_default=True
+        env_prefix="SPOREPRINT_",
+        env_file=".env",
+        extra="ignore",
+        validate_default=True,
+        populate_by_name=True,
     )
 
     data_dir: Path = Field(

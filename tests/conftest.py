@@ -1,0 +1,182 @@
+"""Fixtures: settings per run mode, migrated databases, app clients, real Celery workers.
+
+PostgreSQL and Redis are the machine's own (127.0.0.1); each test gets a fresh database and
+a Redis database number that is flushed around it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlmodel import Session
+from support import ROOT, settings_env, wait_for
+
+from app.config import Settings
+from app.db import dispose_engines, get_engine, session_scope
+from app.main import create_app
+from app.models import Role, Worker
+from app.services import auth, migrations
+
+PG_ADMIN_URL = os.environ.get(
+    "SPOREPRINT_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("SPOREPRINT_TEST_REDIS", "redis://127.0.0.1:6379/13")
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards."""
+    name = f"sporeprint_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    dispose_engines()
+    with admin.connect() as conn:
+        conn.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+            {"n": name},
+        )
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> Settings:
+    """Single-machine mode: nothing configured but the data directory."""
+    (tmp_path / "data").mkdir()
+    return Settings(_env_file=None, data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def pg_settings(tmp_path: Path, pg_url: str, redis_url: str) -> Settings:
+    """Server mode against the machine's PostgreSQL and Redis, with fast heartbeats."""
+    (tmp_path / "data").mkdir()
+    return Settings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        database_url=pg_url,
+        celery_broker_url=redis_url,
+        heartbeat_interval=0.5,
+        worker_timeout=3.0,
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest) -> Settings:
+    """Both run modes; tests using this run twice."""
+    name = "sqlite_settings" if request.param == "sqlite" else "pg_settings"
+    return request.getfixturevalue(name)
+
+
+@pytest.fixture
+def migrated(settings: Settings) -> Settings:
+    migrations.upgrade(settings.db_url)
+    return settings
+
+
+@pytest.fixture
+def db(migrated: Settings) -> Iterator[Session]:
+    with Session(get_engine(migrated.db_url), expire_on_commit=False) as session:
+        yield session
+
+
+@pytest.fixture
+def make_user(migrated: Settings) -> Callable[..., str]:
+    def make(username: str, role: Role = Role.curator, password: str = PASSWORD) -> str:
+        with session_scope(migrated.db_url) as session:
+            auth.create_user(session, username, password, role)
+        return username
+
+    return make
+
+
+@pytest.fixture
+def web_app(migrated: Settings) -> FastAPI:
+    return create_app(migrated)
+
+
+@pytest.fixture
+def client(web_app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(web_app, base_url="http://testserver") as c:
+        yield c
+
+
+class WorkerProcess:
+    def __init__(self, settings: Settings, queues: str, name: str) -> None:
+        self.settings, self.name = settings, name
+        self.log_path = settings.data_dir / f"{name.replace('@', '_')}.log"
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker", "--queues", queues, "--name", name],
+            cwd=ROOT, env=settings_env(settings), stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        def registered() -> bool:
+            assert self.process.poll() is None, self.output()
+            with session_scope(self.settings.db_url) as session:
+                from sqlmodel import select
+
+                row = session.exec(select(Worker).where(Worker.name == self.name)).first()
+                return row is not None and row.stopped_at is None
+
+        wait_for(registered, timeout, what=f"worker {self.name} to register")
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def kill_hard(self) -> None:
+        """SIGKILL the whole process tree, as if the machine died."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill_hard()
+        self.log.close()
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(settings: Settings, queues: str = "io,gpu", name: str | None = None) -> WorkerProcess:
+        worker = WorkerProcess(settings, queues, name or f"test-{uuid.uuid4().hex[:6]}@testhost")
+        started.append(worker)
+        worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
