@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
-from support import ROOT, settings_env, wait_for
+from support import PASSWORD, ROOT, settings_env, wait_for
 
 from app.config import Settings
 from app.db import dispose_engines, get_engine, session_scope
@@ -33,7 +33,6 @@ PG_ADMIN_URL = os.environ.get(
     "SPOREPRINT_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("SPOREPRINT_TEST_REDIS", "redis://127.0.0.1:6379/13")
-PASSWORD = "correct-horse-battery"
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "correct-horse-battery"
 T = TypeVar("T")
 
 

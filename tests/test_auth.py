@@ -9,13 +9,12 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
-from support import csrf_from, login
+from support import PASSWORD, csrf_from, login
 
 from app.config import Settings
 from app.main import ROUTERS
 from app.models import Role, User
 from app.services import auth
-from conftest import PASSWORD
 
 # The only things an anonymous visitor may fetch: the login form, liveness, static assets.
 PUBLIC = {"/login", "/healthz"}
