@@ -32,7 +32,8 @@ cli = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
+# soft_wrap: an error stays on one line, whatever the terminal width.
+console = Console(stderr=True, soft_wrap=True)
 
 STARTUP_TIMEOUT_S = 60
 STOP_GRACE_S = 10
