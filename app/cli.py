@@ -61,8 +61,11 @@ def _settings() -> Settings:
 
 
 def _ensure_admin(settings: Settings) -> None:
-    with session_scope(settings.db_url) as session:
-        password = auth.ensure_admin(session, settings.admin_password)
+    try:
+        with session_scope(settings.db_url) as session:
+            password = auth.ensure_admin(session, settings.admin_password)
+    except auth.AuthError as exc:
+        raise _fail(f"SPOREPRINT_ADMIN_PASSWORD cannot be used: {exc}") from None
     if password:
         console.print(
             "[bold]Created the first user[/]: username [cyan]admin[/], password "

@@ -157,6 +157,11 @@ def test_first_start_creates_one_admin(db: Session) -> None:
     assert auth.ensure_admin(db, None) is None  # shown once, never again
 
 
+def test_empty_admin_password_setting_means_generate_one(db: Session) -> None:
+    password = auth.ensure_admin(db, "")
+    assert password and auth.authenticate(db, "admin", password) is not None
+
+
 def test_admin_password_from_settings_is_not_echoed(db: Session) -> None:
     assert auth.ensure_admin(db, "from-the-env-123") is None
     assert auth.authenticate(db, "admin", "from-the-env-123") is not None

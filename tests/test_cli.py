@@ -73,6 +73,11 @@ def test_web_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     )
 
 
+def test_too_short_admin_password(tmp_path: Path) -> None:
+    env = {"SPOREPRINT_DATA_DIR": str(tmp_path), "SPOREPRINT_ADMIN_PASSWORD": "short"}
+    _one_line_error(run_cli("up", env=env), "SPOREPRINT_ADMIN_PASSWORD", "at least 8")
+
+
 def test_unknown_worker_queue(tmp_path: Path) -> None:
     env = {"SPOREPRINT_DATA_DIR": str(tmp_path)}
     _one_line_error(run_cli("worker", "--queues", "io,cpu", env=env), "unknown queue(s) cpu")

@@ -75,7 +75,7 @@ def ensure_admin(session: Session, password: str | None) -> str | None:
     """
     if session.exec(select(func.count()).select_from(User)).one() > 0:
         return None
-    generated = password is None
+    generated = not password
     password = password or secrets.token_urlsafe(12)
     create_user(session, "admin", password, Role.admin)
     return password if generated else None

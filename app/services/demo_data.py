@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw, ImageFilter
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
 ANOMALY_KINDS: tuple[str, ...] = ("finger", "person", "microscopy", "scenery", "tiny")
 MANIFEST_NAME = "manifest.csv"
@@ -333,7 +333,7 @@ class _Specimen:
     size: float  # multiplier on the species' dimensions
     bend: float  # stem lean, in cap radii
     tilt: float  # degrees
-    scale: float  # framing: subject size
+    fill: float  # framing: the subject's larger side, as a fraction of the frame
     x: float  # framing: anchor position, fractions of the frame
     y: float
     light: float  # direction light comes from, radians
@@ -377,9 +377,9 @@ def _specimen(species: DemoSpecies, rng: np.random.Generator) -> _Specimen:
         size=float(rng.uniform(0.9, 1.1)),
         bend=float(rng.normal(0, 0.18)),
         tilt=float(rng.normal(0, 3 if on_wood else 6)),
-        scale=float(rng.uniform(0.95, 1.25)),
-        x=float(rng.uniform(0.38, 0.62)),
-        y=float(rng.uniform(0.42, 0.58) if on_wood else rng.uniform(0.8, 0.9)),
+        fill=float(rng.uniform(0.6, 0.8)),
+        x=float(rng.uniform(0.42, 0.58)),
+        y=float(rng.uniform(0.45, 0.55) if on_wood else rng.uniform(0.86, 0.92)),
         light=float(rng.uniform(-2.6, -0.5)),  # mostly from above
         count=int(rng.integers(1, 4)),
         background="bark" if on_wood else str(rng.choice(_GROUND_BACKGROUNDS)),
@@ -388,7 +388,7 @@ def _specimen(species: DemoSpecies, rng: np.random.Generator) -> _Specimen:
         exposure=(
             float(rng.uniform(0.85, 1.15)),
             float(rng.uniform(0.88, 1.12)),
-            float(rng.uniform(-0.07, 0.07)),
+            float(rng.uniform(-0.05, 0.05)),
         ),
     )
 
@@ -403,14 +403,16 @@ def _mushroom_photo(
 ) -> Image.Image:
     photo = _background(specimen, rng, size)
     layer, anchor = _draw_subject(species, specimen, size)
+    box = layer.getbbox() or (0, 0, layer.width, layer.height)
+    extent = max(box[2] - box[0], box[3] - box[1])  # photographers fill the frame with the find
     if tiny:  # a speck in a wide shot: still the species, but useless for training
-        factor = 0.5 * rng.uniform(0.09, 0.15)
+        factor = rng.uniform(0.06, 0.1) * size / extent
         position = (rng.uniform(0.2, 0.8) * size, rng.uniform(0.3, 0.85) * size)
     else:
-        factor = 0.5 * specimen.scale * rng.uniform(0.93, 1.07)
+        factor = specimen.fill * rng.uniform(0.94, 1.06) * size / extent
         position = (
-            (specimen.x + rng.normal(0, 0.025)) * size,
-            (specimen.y + rng.normal(0, 0.02)) * size,
+            (specimen.x + rng.normal(0, 0.02)) * size,
+            (specimen.y + rng.normal(0, 0.015)) * size,
         )
     angle = specimen.tilt + rng.normal(0, 3)
     shadow = "drop" if species.habitat == "wood" else "contact"
@@ -454,11 +456,15 @@ def _finish(photo: Image.Image, rng: np.random.Generator, exposure: Sequence[flo
     warmth = exposure[2] + rng.normal(0, 0.015)
     if rng.random() < 0.5:
         photo = photo.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9) * size / 256))
-    pixels = np.asarray(photo, dtype=np.float32)
-    mean = pixels.mean()
-    pixels = ((pixels - mean) * contrast + mean) * brightness
-    pixels *= np.array([1 + warmth, 1.0, 1 - warmth], dtype=np.float32)
-    pixels += rng.standard_normal(pixels.shape, dtype=np.float32) * rng.uniform(1.5, 4.0)
+    # Exposure and white balance are per-channel tone curves: one lookup table.
+    mean = float(np.asarray(photo).mean())
+    curve = (np.arange(256, dtype=np.float64) - mean) * contrast + mean
+    curve *= brightness
+    table = np.concatenate([curve * (1 + warmth), curve, curve * (1 - warmth)])
+    photo = photo.point(np.clip(table, 0, 255).round().astype(np.uint8).tolist())
+    spread = int(rng.integers(3, 7))  # uniform sensor noise, standard deviation 2 to 3.7
+    sensor = rng.integers(-spread, spread + 1, (size, size, 3), dtype=np.int16)
+    pixels = np.asarray(photo, dtype=np.int16) + sensor
     photo = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
     if rng.random() < 0.25:  # re-shared photos carry an earlier, harsher compression
         photo = _jpeg_roundtrip(photo, int(rng.integers(55, 80)))
@@ -502,7 +508,7 @@ def _place(
         ay - (-s * px + c * py) / scale,
     )
     placed = layer.transform(
-        photo.size, Image.Transform.AFFINE, inverse, Image.Resampling.BICUBIC
+        photo.size, Image.Transform.AFFINE, inverse, Image.Resampling.BILINEAR
     ).convert("RGBA")
     alpha = placed.getchannel("A")
     box = alpha.getbbox()
@@ -519,10 +525,13 @@ def _place(
 
 
 def _contact_shadow(photo: Image.Image, at: Point, radius: float) -> None:
-    mask = Image.new("L", photo.size, 0)
-    _ellipse(ImageDraw.Draw(mask), at[0], at[1], radius, 0.3 * radius, 150)
-    mask = mask.filter(ImageFilter.GaussianBlur(max(1.0, 0.3 * radius)))
-    photo.paste((10, 8, 5), (0, 0, *photo.size), mask)
+    """A soft dark ellipse where the stem meets the ground."""
+    blur = max(1.0, 0.3 * radius)
+    half_w, half_h = math.ceil(radius + 3 * blur), math.ceil(0.3 * radius + 3 * blur)
+    left, top = round(at[0]) - half_w, round(at[1]) - half_h
+    mask = Image.new("L", (2 * half_w, 2 * half_h), 0)
+    _ellipse(ImageDraw.Draw(mask), at[0] - left, at[1] - top, radius, 0.3 * radius, 150)
+    photo.paste((10, 8, 5), (left, top), mask.filter(ImageFilter.GaussianBlur(blur)))
 
 
 # ---------------------------------------------------------------- the mushroom
@@ -977,15 +986,16 @@ def _shade(layer: Image.Image, light: float) -> None:
     if box is None:
         return
     part = layer.crop(box)
-    pixels = np.asarray(part, dtype=np.float32).copy()
+    pixels = np.array(part)
     soft = part.getchannel("A").filter(ImageFilter.GaussianBlur(radius))
-    rim = 0.72 + 0.28 * np.asarray(soft, dtype=np.float32) / 255
-    ys, xs = np.ogrid[: part.height, : part.width]
-    cx, cy, extent = part.width / 2, part.height / 2, max(part.width, part.height) / 2
-    towards = ((xs - cx) * math.cos(light) + (ys - cy) * math.sin(light)) / extent
-    shade = np.clip(1 + 0.22 * towards, 0.7, 1.25) * rim
-    pixels[..., :3] = np.clip(pixels[..., :3] * shade[..., None], 0, 255)
-    layer.paste(Image.fromarray(pixels.astype(np.uint8), "RGBA"), box[:2])
+    rim = np.asarray(soft, dtype=np.float32) * np.float32(0.28 / 255) + np.float32(0.72)
+    extent = max(part.width, part.height) / 2
+    xs = (np.arange(part.width, dtype=np.float32) - part.width / 2) * (math.cos(light) / extent)
+    ys = (np.arange(part.height, dtype=np.float32) - part.height / 2) * (math.sin(light) / extent)
+    shade = np.clip(1 + 0.22 * (xs[None, :] + ys[:, None]), 0.7, 1.25) * rim
+    lit = pixels[..., :3] * shade[..., None]
+    pixels[..., :3] = np.minimum(lit, 255).astype(np.uint8)
+    layer.paste(Image.fromarray(pixels, "RGBA"), box[:2])
 
 
 def _padded_box(mask: Image.Image, pad: float) -> tuple[int, int, int, int] | None:
@@ -1026,9 +1036,20 @@ def _fractal(rng: np.random.Generator, size: int, cells: Sequence[tuple[int, int
     return (total - low) / max(high - low, 1e-6)
 
 
-def _colorize(noise: np.ndarray, dark: RGB, light: RGB) -> np.ndarray:
-    low, high = np.asarray(dark, np.float32), np.asarray(light, np.float32)
-    return low + (high - low) * noise[..., None]
+def _colorize(noise: np.ndarray, dark: RGB, light: RGB) -> Image.Image:
+    """Map noise in [0, 1] onto a dark-to-light palette (a lookup table, so it is cheap)."""
+    grey = Image.fromarray(np.clip(noise * 255, 0, 255).astype(np.uint8), "L")
+    return ImageOps.colorize(grey, dark, light)
+
+
+def _grainy(noise: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+    """Per-pixel speckle on top of smooth noise: soil crumbs, moss fronds."""
+    return noise + rng.standard_normal(noise.shape, dtype=np.float32) * np.float32(amount)
+
+
+def _to_mask(opacity: np.ndarray) -> Image.Image:
+    """Opacity in [0, 1] as an 8-bit mask."""
+    return Image.fromarray((np.clip(opacity, 0, 1) * 255).astype(np.uint8), "L")
 
 
 def _to_image(pixels: np.ndarray) -> Image.Image:
@@ -1037,9 +1058,7 @@ def _to_image(pixels: np.ndarray) -> Image.Image:
 
 def _forest_floor(rng: np.random.Generator, size: int) -> Image.Image:
     noise = _fractal(rng, size, [(4, 4), (9, 9), (24, 24), (70, 70)])
-    pixels = _colorize(noise, (44, 33, 24), (120, 94, 64))
-    pixels += rng.normal(0, 8, (size, size, 1))
-    image = _to_image(pixels)
+    image = _colorize(_grainy(noise, rng, 0.1), (44, 33, 24), (120, 94, 64))
     draw = ImageDraw.Draw(image)
     n = 140  # fallen needles
     starts = rng.uniform(0, size, (n, 2))
@@ -1068,9 +1087,7 @@ def _twig(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> Non
 
 def _moss(rng: np.random.Generator, size: int) -> Image.Image:
     noise = _fractal(rng, size, [(5, 5), (12, 12), (40, 40), (110, 110)])
-    pixels = _colorize(noise, (30, 56, 18), (118, 160, 52))
-    pixels += rng.normal(0, 14, (size, size, 1))  # the fine cushion texture
-    image = _to_image(pixels)
+    image = _colorize(_grainy(noise, rng, 0.14), (30, 56, 18), (118, 160, 52))
     draw = ImageDraw.Draw(image)
     n, r = 260, max(0.6, size / 300)  # sporophyte tips catching light
     tips = rng.uniform(0, size, (n, 2)).tolist()
@@ -1081,7 +1098,7 @@ def _moss(rng: np.random.Generator, size: int) -> Image.Image:
 
 def _leaf_litter(rng: np.random.Generator, size: int) -> Image.Image:
     noise = _fractal(rng, size, [(4, 4), (10, 10), (30, 30)])
-    image = _to_image(_colorize(noise, (60, 42, 26), (112, 82, 50)))
+    image = _colorize(noise, (60, 42, 26), (112, 82, 50))
     draw = ImageDraw.Draw(image)
     palette = np.array(
         [(160, 90, 35), (190, 130, 50), (120, 70, 30), (150, 52, 30), (200, 160, 70), (98, 80, 42)]
@@ -1101,7 +1118,7 @@ def _leaf_litter(rng: np.random.Generator, size: int) -> Image.Image:
 
 def _grass(rng: np.random.Generator, size: int) -> Image.Image:
     noise = _fractal(rng, size, [(4, 4), (12, 12), (36, 36)])
-    image = _to_image(_colorize(noise, (46, 60, 26), (96, 112, 48)))
+    image = _colorize(noise, (46, 60, 26), (96, 112, 48))
     draw = ImageDraw.Draw(image)
     palette = np.array(
         [(60, 120, 40), (90, 150, 50), (120, 160, 60), (150, 158, 84), (70, 100, 40)]
@@ -1125,13 +1142,13 @@ def _grass(rng: np.random.Generator, size: int) -> Image.Image:
 def _bark(rng: np.random.Generator, size: int) -> Image.Image:
     # Stretched noise: long vertical ridges and fissures.
     noise = _fractal(rng, size, [(3, 8), (6, 20), (14, 60), (40, 120)])
-    pixels = _colorize(noise, (50, 44, 38), (150, 140, 124))
+    image = _colorize(_grainy(noise, rng, 0.06), (50, 44, 38), (150, 140, 124))
     fissures = _fractal(rng, size, [(4, 12), (10, 40)]) < 0.3
-    pixels[fissures] *= 0.55
-    lichen = _fractal(rng, size, [(4, 4), (10, 10)])[..., None]
+    image.paste((0, 0, 0), (0, 0, size, size), _to_mask(fissures * 0.45))
+    lichen = _fractal(rng, size, [(4, 4), (10, 10)])
     moss = np.clip((lichen - 0.62) * 5, 0, 1) * rng.uniform(0.3, 1.0)
-    pixels = pixels * (1 - moss) + _colorize(lichen[..., 0], (70, 110, 40), (150, 170, 110)) * moss
-    return _to_image(pixels + rng.normal(0, 6, (size, size, 1)))
+    image.paste(_colorize(lichen, (70, 110, 40), (150, 170, 110)), (0, 0), _to_mask(moss))
+    return image
 
 
 _BACKGROUNDS: dict[str, Callable[[np.random.Generator, int], Image.Image]] = {
@@ -1376,9 +1393,8 @@ def _scenery(rng: np.random.Generator, size: int) -> Image.Image:
         low = _colorize(ground, (60, 96, 150), (120, 160, 200))  # a lake
     else:
         low = _colorize(ground, (70, 110, 40), (160, 170, 80))  # a meadow
-    pixels = np.asarray(image, dtype=np.float32).copy()
-    pixels[int(horizon) :] = low
-    return _to_image(pixels)
+    image.paste(low, (0, int(horizon)))
+    return image
 
 
 def _ridge(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -1458,8 +1474,12 @@ def _ellipse_mask(size: tuple[int, int], x: float, y: float, rx: float, ry: floa
 
 def _clip_paste(layer: Image.Image, texture: Image.Image, mask: Image.Image) -> None:
     """Paint `texture` onto `layer` only inside `mask`, leaving the layer's opacity alone."""
-    coverage = ImageChops.multiply(texture.getchannel("A"), mask)
-    layer.paste(texture.convert("RGB"), (0, 0), coverage)
+    box = mask.getbbox()
+    if box is None:
+        return
+    texture = texture.crop(box)
+    coverage = ImageChops.multiply(texture.getchannel("A"), mask.crop(box))
+    layer.paste(texture.convert("RGB"), box[:2], coverage)
 
 
 def _sample_in(mask: Image.Image, n: int, rng: np.random.Generator) -> list[Point]:
