@@ -11,7 +11,7 @@ from support import wait_for
 
 from app.config import Settings
 from app.db import session_scope
-from app.models import Job, JobEvent, JobStatus, Worker
+from app.models import Image, Job, JobEvent, JobStatus, Worker
 from app.services import dispatch, jobs
 
 pytestmark = pytest.mark.integration
@@ -127,3 +127,18 @@ def test_unreachable_broker_fails_the_job_with_a_reason(server: Settings) -> Non
         job = session.exec(select(Job)).one()
     assert job.status == JobStatus.failed
     assert "could not reach the task broker" in job.error
+
+
+def test_demo_data_job_draws_and_imports(server: Settings, start_worker: Callable) -> None:
+    start_worker(server, "io", name="io@it")
+    with session_scope(server.db_url) as session:
+        job = dispatch.submit(session, server, "demo-data", params={"per_species": 3})
+    done = wait_for(
+        lambda: _status(server, job.id, JobStatus.succeeded, JobStatus.failed), 120, what="demo"
+    )
+    assert done.status == JobStatus.succeeded, done.error
+    assert done.result["imported"] == 24 and done.result["species_created"] == 8
+    with session_scope(server.db_url) as session:
+        images = session.exec(select(Image)).all()
+    assert len(images) == 24
+    assert all((server.data_dir / image.path).is_file() for image in images)

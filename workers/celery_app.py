@@ -16,7 +16,7 @@ from app.config import Settings, get_settings
 from app.services.jobs import QUEUES
 from workers.heartbeat import HeartbeatStep
 
-TASK_MODULES = ["workers.tasks.ping"]
+TASK_MODULES = ["workers.tasks.ping", "workers.tasks.demo"]
 # Redis redelivers an unacknowledged message after this long; training runs for hours and our
 # own start guard already refuses a second run, so make it long rather than surprising.
 REDIS_VISIBILITY_TIMEOUT_S = 7 * 24 * 3600

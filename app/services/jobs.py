@@ -31,6 +31,15 @@ class PingParams(BaseModel):
     steps: int = Field(default=10, ge=1, le=10_000, description="Progress updates to send.")
 
 
+class DemoDataParams(BaseModel):
+    """Draw the synthetic demo dataset into the data directory and import it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_species: int = Field(default=60, ge=1, le=500, description="Photos per species.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Same seed, same photos.")
+
+
 @dataclass(frozen=True)
 class JobKind:
     task: str
@@ -40,6 +49,7 @@ class JobKind:
 
 JOB_KINDS: dict[str, JobKind] = {
     "ping": JobKind(task="sporeprint.ping", params=PingParams, queues=QUEUES),
+    "demo-data": JobKind(task="sporeprint.demo_data", params=DemoDataParams, queues=("io",)),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,8 @@ from app.services import jobs
 
 log = logging.getLogger(__name__)
 
+PROGRESS_MIN_INTERVAL_S = 0.25
+
 
 class JobCancelled(Exception):
     """Raised inside a job body when the user asked it to stop."""
@@ -30,10 +33,17 @@ class JobContext:
         self.settings = settings
         self.job_id = job_id
         self.params = params
+        self._last_report = 0.0
 
     def progress(self, fraction: float, text: str = "") -> None:
+        """Record progress (at most a few rows a second) and stop here if asked to cancel."""
+        now = time.monotonic()
+        if fraction < 1.0 and now - self._last_report < PROGRESS_MIN_INTERVAL_S:
+            return
+        self._last_report = now
         with session_scope(self.settings.db_url) as session:
             jobs.record_progress(session, self.job_id, fraction, text)
+        self.check_cancelled()
 
     def log(self, message: str, level: str = "info") -> None:
         with session_scope(self.settings.db_url) as session:
