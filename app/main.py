@@ -21,7 +21,7 @@ from app.db import session_scope
 from app.paths import resource_dir
 from app.routes import api, auth, health, jobs, pages
 from app.routes.deps import Forbidden, NotAuthenticated
-from app.services.jobs import reap_lost_jobs
+from app.services.jobs import JobError, reap_lost_jobs
 from app.templating import render
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 # Every router of the app; the auth tests walk this to prove no route is left open.
 ROUTERS = (health.router, auth.router, pages.router, jobs.router, api.router)
 
+TITLES = {
+    404: "Not found",
+    405: "Not allowed here",
+    409: "Conflict",
+    422: "Invalid request",
+    503: "Service unavailable",
+}
 HINTS = {
     403: "Ask an admin for a role that allows this, or sign in as another user.",
     404: "Check the address, or start again from the navigation above.",
@@ -125,20 +132,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return _error(request, 401, "Signed out", "Your session has ended; sign in again.")
         return RedirectResponse(target, status_code=303)
 
+    @app.exception_handler(JobError)
+    async def job_error(request: Request, exc: JobError) -> Response:
+        titles = {404: "Not found", 409: "Conflict", 503: "Service unavailable"}
+        return _error(
+            request, exc.status_code, titles.get(exc.status_code, "Invalid job"), str(exc)
+        )
+
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden) -> Response:
         return _error(request, 403, "Not allowed", exc.message)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        titles = {
-            404: "Not found",
-            405: "Not allowed here",
-            409: "Conflict",
-            503: "Service unavailable",
-        }
         message = exc.detail if isinstance(exc.detail, str) else "The request failed."
-        return _error(request, exc.status_code, titles.get(exc.status_code, "Error"), message)
+        return _error(request, exc.status_code, TITLES.get(exc.status_code, "Error"), message)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -66,7 +66,8 @@ def test_ping_runs_on_each_queue(server: Settings, start_worker: Callable) -> No
         progress = [e.data["progress"] for e in events if e.kind == "progress"]
         worker = session.exec(select(Worker).where(Worker.name == "gpu@it")).one()
     assert statuses == ["queued", "running", "succeeded"]
-    assert progress == pytest.approx([1 / 3, 2 / 3, 1.0])
+    # Progress rows are throttled to a few a second; the last one always lands.
+    assert progress == sorted(progress) and progress[-1] == 1.0 and 1 <= len(progress) <= 3
     # Each worker also consumes its host's own control queue.
     assert worker.queues == sorted(["gpu", f"host.{socket.gethostname()}"])
 

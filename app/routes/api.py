@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
@@ -59,13 +59,6 @@ class Me(BaseModel):
     role: str
 
 
-def _job(db: Session, job_id: int) -> Job:
-    job = db.get(Job, job_id)
-    if job is None:
-        raise HTTPException(404, f"there is no job {job_id}")
-    return job
-
-
 @router.get("/openapi.json", include_in_schema=False)
 def openapi(request: Request) -> dict[str, Any]:
     return request.app.openapi()
@@ -88,27 +81,20 @@ def create_job(
     db: Session = Depends(get_db),
     settings: Settings = Depends(get_settings),
 ) -> JobOut:
-    try:
-        jobs.validate_params(body.kind, body.queue, body.params)
-    except jobs.JobError as exc:
-        raise HTTPException(422, str(exc)) from exc
-    try:
-        job = dispatch.submit(
-            db, settings, body.kind, queue=body.queue, params=body.params, user_id=user.id
-        )
-    except jobs.JobError as exc:
-        raise HTTPException(503, str(exc)) from exc
+    job = dispatch.submit(
+        db, settings, body.kind, queue=body.queue, params=body.params, user_id=user.id
+    )
     return JobOut.of(job)
 
 
 @router.get("/jobs/{job_id}")
 def get_job(job_id: int, db: Session = Depends(get_db)) -> JobOut:
-    return JobOut.of(_job(db, job_id))
+    return JobOut.of(jobs.get_job(db, job_id))
 
 
 @router.get("/jobs/{job_id}/events")
 def job_events(job_id: int, after: int = 0, db: Session = Depends(get_db)) -> list[EventOut]:
-    _job(db, job_id)
+    jobs.get_job(db, job_id)
     return [
         EventOut.model_validate(e.model_dump(mode="json"))
         for e in jobs.events_after(db, after, job_id=job_id)
@@ -119,10 +105,6 @@ def job_events(job_id: int, after: int = 0, db: Session = Depends(get_db)) -> li
 def cancel_job(
     job_id: int, _: User = Depends(require_role(Role.curator)), db: Session = Depends(get_db)
 ) -> JobOut:
-    _job(db, job_id)
-    try:
-        job = jobs.request_cancel(db, job_id)
-    except jobs.JobError as exc:
-        raise HTTPException(409, str(exc)) from exc
+    job = jobs.request_cancel(db, job_id)
     db.commit()
     return JobOut.of(job)

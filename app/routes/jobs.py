@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlmodel import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -34,13 +34,6 @@ def _last_event_id(request: Request, after: int) -> int:
     return int(header) if header.isdigit() else after
 
 
-def _get_job(db: Session, job_id: int) -> Job:
-    job = db.get(Job, job_id)
-    if job is None:
-        raise HTTPException(404, f"There is no job {job_id}.")
-    return job
-
-
 @router.get("/jobs", include_in_schema=False)
 def jobs_page(request: Request, db: Session = Depends(get_db)) -> Response:
     return render(
@@ -61,11 +54,8 @@ def queue_pings(
     settings: Settings = Depends(get_settings),
 ) -> Response:
     """Queue one ping job on each queue, so both kinds of worker prove they are there."""
-    try:
-        for queue in jobs.QUEUES:
-            dispatch.submit(db, settings, "ping", queue=queue, user_id=user.id)
-    except jobs.JobError as exc:
-        raise HTTPException(503, str(exc)) from exc
+    for queue in jobs.QUEUES:
+        dispatch.submit(db, settings, "ping", queue=queue, user_id=user.id)
     if _is_htmx(request):
         return render(request, "partials/job_rows.html", jobs=jobs.recent_jobs(db, LIST_LIMIT))
     return RedirectResponse("/jobs", status_code=303)
@@ -115,7 +105,7 @@ async def jobs_stream(
 
 @router.get("/jobs/{job_id}", include_in_schema=False)
 def job_page(request: Request, job_id: int, db: Session = Depends(get_db)) -> Response:
-    job = _get_job(db, job_id)
+    job = jobs.get_job(db, job_id)
     events = jobs.events_after(db, 0, job_id=job_id, limit=10_000)
     return render(
         request,
@@ -167,11 +157,7 @@ def cancel_job(
     _: User = Depends(require_role(Role.curator)),
     db: Session = Depends(get_db),
 ) -> Response:
-    _get_job(db, job_id)
-    try:
-        job = jobs.request_cancel(db, job_id)
-    except jobs.JobError as exc:
-        raise HTTPException(409, str(exc)) from exc
+    job = jobs.request_cancel(db, job_id)
     db.commit()
     if _is_htmx(request):
         return render(request, "partials/job_status.html", job=job)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlmodel import Session, col, func, select
 
 from app.config import Settings
 from app.models import Image, Role, Species, TrainedModel, User, Worker
 from app.routes.deps import current_user, get_db, get_settings, require_role
-from app.services import dispatch, jobs, workers
+from app.services import dispatch, workers
 from app.templating import render
 
 router = APIRouter(dependencies=[Depends(current_user)], include_in_schema=False)
@@ -42,10 +42,7 @@ def load_demo(
     settings: Settings = Depends(get_settings),
 ) -> Response:
     """The first-run offer: draw the synthetic dataset and import it, as a job to watch."""
-    try:
-        job = dispatch.submit(db, settings, "demo-data", user_id=user.id)
-    except jobs.JobError as exc:
-        raise HTTPException(503, str(exc)) from exc
+    job = dispatch.submit(db, settings, "demo-data", user_id=user.id)
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 

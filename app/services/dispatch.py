@@ -33,7 +33,8 @@ def submit(
     params: dict[str, Any] | None = None,
     user_id: int | None = None,
 ) -> Job:
-    """Create and queue a job; raises JobError for bad requests or an unreachable broker."""
+    """Create and queue a job; raises JobError for a bad request, BrokerUnavailable when the
+    message cannot be sent (the job is then recorded as failed, with the reason)."""
     job = jobs.create_job(session, kind, queue=queue, params=params, user_id=user_id)
     # Commit before publishing so a fast worker always finds the row.
     session.commit()
@@ -44,6 +45,6 @@ def submit(
         reason = f"could not reach the task broker ({type(exc).__name__}: {exc})"
         jobs.finish_job(session, job.id, JobStatus.failed, error=reason)
         session.commit()
-        raise jobs.JobError(f"{reason}; is it running?") from exc
+        raise jobs.BrokerUnavailable(f"{reason}; is it running?") from exc
     session.refresh(job)
     return job

@@ -54,7 +54,25 @@ JOB_KINDS: dict[str, JobKind] = {
 
 
 class JobError(ValueError):
-    """A job request that cannot be honoured; the message says why."""
+    """A job request that cannot be honoured; the message says why. (HTTP 422)"""
+
+    status_code = 422
+
+
+class JobNotFound(JobError):
+    status_code = 404
+
+
+class JobConflict(JobError):
+    """The job is not in a state that allows this (e.g. cancelling a finished job)."""
+
+    status_code = 409
+
+
+class BrokerUnavailable(JobError):
+    """The job was recorded but its message could not be queued."""
+
+    status_code = 503
 
 
 def validate_params(kind: str, queue: str | None, params: dict[str, Any]) -> tuple[str, dict]:
@@ -203,9 +221,9 @@ def request_cancel(session: Session, job_id: int) -> Job:
     """Cancel a queued job at once; ask a running one to stop at its next cancel check."""
     job = session.get(Job, job_id)
     if job is None:
-        raise JobError(f"there is no job {job_id}")
+        raise JobNotFound(f"there is no job {job_id}")
     if JobStatus(job.status).finished:
-        raise JobError(f"job {job_id} has already {job.status}")
+        raise JobConflict(f"job {job_id} has already {job.status}")
     # A queued job ends here; the worker that later receives its message skips it.
     cancelled = finish_job(session, job_id, JobStatus.cancelled, from_states=[JobStatus.queued])
     if cancelled is not None:
@@ -254,6 +272,13 @@ def reap_lost_jobs(session: Session, timeout: float, now: datetime | None = None
         if finish_job(session, job.id, JobStatus.failed, error=reason) is not None:
             reaped.append(job.id)
     return reaped
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobNotFound(f"there is no job {job_id}")
+    return job
 
 
 def recent_jobs(session: Session, limit: int = 50) -> Sequence[Job]:
