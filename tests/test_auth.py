@@ -176,3 +176,21 @@ def test_bad_user_details_are_refused(
 ) -> None:
     with pytest.raises(auth.AuthError, match=message):
         auth.create_user(db, username, password, Role.viewer)
+
+
+def test_account_page_creates_and_revokes_tokens(client: TestClient, make_user: Callable) -> None:
+    make_user("ada")
+    csrf = login(client, "ada", PASSWORD)
+    page = client.post("/account/tokens", data={"name": "laptop", "csrf_token": csrf})
+    token = re.search(r'<code id="new-token">(sp_[^<]+)</code>', page.text)
+    assert token, page.text
+    bearer = {"Authorization": f"Bearer {token[1]}"}
+    assert client.get("/api/me", headers=bearer).json()["username"] == "ada"
+    assert token[1] not in client.get("/account").text  # shown once only
+
+    blank = client.post("/account/tokens", data={"name": " ", "csrf_token": csrf})
+    assert blank.status_code == 422 and "1-100 characters" in blank.text
+
+    token_id = re.search(r"/account/tokens/(\d+)/revoke", client.get("/account").text)[1]
+    client.post(f"/account/tokens/{token_id}/revoke", data={"csrf_token": csrf})
+    assert client.get("/api/me", headers=bearer).status_code == 401
