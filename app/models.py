@@ -85,6 +85,8 @@ class DownloadState(StrEnum):
     pending = "pending"
     done = "done"
     failed = "failed"
+    # Same bytes as another image already stored (its id is in download_error's text).
+    duplicate = "duplicate"
 
 
 class ReviewState(StrEnum):

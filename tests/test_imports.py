@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image as PILImage
 from sqlmodel import Session, func, select
 
 from app.config import Settings
 from app.models import Image, Species
 from app.services.demo_data import generate_demo_dataset
 from app.services.imports import ImportFailed, import_folder, species_name
+from app.services.thumbnails import THUMB_SIZE, thumbnail_path
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +36,9 @@ def test_import_then_import_again(db: Session, migrated: Settings, demo: Path) -
     image = db.exec(select(Image)).first()
     stored = migrated.data_dir / image.path
     assert stored.is_file() and image.sha256 in stored.name
+    thumb = migrated.data_dir / thumbnail_path(image.sha256)
+    with PILImage.open(thumb) as t:
+        assert t.format == "WEBP" and max(t.size) <= THUMB_SIZE
     assert (image.width, image.height) == (64, 64)
     assert image.observation_id is not None  # taken from the demo manifest
     names = set(db.exec(select(Species.scientific_name)).all())
@@ -70,6 +75,7 @@ def test_bad_files_are_reported_and_not_stored(
     assert "not a readable image" in reasons["Boletus_edulis/fake.png"]
     stored = list((migrated.data_dir / "images").rglob("*.*"))
     assert len(stored) == 1  # only the good photo was copied
+    assert len(list((migrated.data_dir / "thumbs").rglob("*.webp"))) == 1
 
 
 def test_folder_without_species_folders_is_refused(db: Session, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from PIL import UnidentifiedImageError
 from sqlmodel import Session, select
 
 from app.models import DownloadState, Image, ImageSource, Species
+from app.services.thumbnails import make_thumbnail
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 # Pillow refuses images above this many pixels (decompression bombs).
@@ -166,6 +167,7 @@ def import_folder(
                     IMAGES_DIR, path.parent.name, digest[:2], digest + path.suffix.lower()
                 )
                 _store(path, data_dir / stored)
+                make_thumbnail(data_dir / stored, data_dir, digest)
                 session.add(
                     Image(
                         species_id=species.id, source=ImageSource.import_, source_ref=ref,
