@@ -7,6 +7,7 @@ a Redis database number that is flushed around it.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -32,7 +33,9 @@ from app.services import auth, migrations
 PG_ADMIN_URL = os.environ.get(
     "SPOREPRINT_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
-REDIS_URL = os.environ.get("SPOREPRINT_TEST_REDIS", "redis://127.0.0.1:6379/13")
+# A Redis server; each test takes one of its numbered databases at random (1-15), so runs in
+# parallel on one machine rarely meet. The path of the URL is ignored.
+REDIS_URL = os.environ.get("SPOREPRINT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
@@ -56,9 +59,10 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL)
+    url = make_url(REDIS_URL).set(database=str(random.randint(1, 15))).render_as_string(False)
+    client = redis.Redis.from_url(url)
     client.flushdb()
-    yield REDIS_URL
+    yield url
     client.flushdb()
 
 
