@@ -144,8 +144,9 @@ def worker(
     with _startup_errors():
         preflight.check_all(settings, schema=True)
 
+    from app.services.jobs import control_queue
     from workers.celery_app import app as celery
-    from workers.celery_app import control_queue, uses_sqlite_broker
+    from workers.celery_app import uses_sqlite_broker
 
     gpu = "gpu" in wanted
     argv = [
@@ -354,6 +355,15 @@ def demo_data(
         f"({len(manifest.anomalies)} planted anomalies) to {directory}; "
         f"manifest: {directory / 'manifest.csv'}"
     )
+
+
+def _add_subcommands() -> None:
+    from app.cli_inat import inat
+
+    cli.add_typer(inat, name="inat")
+
+
+_add_subcommands()
 
 
 def main() -> None:

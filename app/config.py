@@ -61,6 +61,34 @@ class Settings(BaseSettings):
     session_max_age: int = Field(
         default=14 * 24 * 3600, gt=0, description="Seconds a login session stays valid."
     )
+    inat_photo_base_url: str = Field(
+        default="https://inaturalist-open-data.s3.amazonaws.com",
+        description="Where iNaturalist open-data photos live: <base>/photos/<id>/<size>.<ext>.",
+    )
+    max_upload_bytes: int = Field(
+        default=2 * 1024**3, gt=0, description="Largest zip of photos one upload may send."
+    )
+    max_zip_entries: int = Field(
+        default=100_000, gt=0, description="Most files and folders an imported zip may hold."
+    )
+    max_zip_bytes: int = Field(
+        default=8 * 1024**3, gt=0, description="Most bytes an imported zip may unpack to."
+    )
+    target_images_per_species: int = Field(
+        default=200, gt=0, description="Usable photos per species the Species page aims for."
+    )
+    download_concurrency: int = Field(
+        default=32, ge=1, le=1024, description="Photos downloaded at once by one download job."
+    )
+    download_per_host: int = Field(
+        default=16, ge=1, le=1024, description="Photos downloaded at once from any one host."
+    )
+    download_max_attempts: int = Field(
+        default=4, ge=1, le=20, description="Tries per photo and run before it counts as failed."
+    )
+    download_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds one photo request may stall before a retry."
+    )
 
     @field_validator("data_dir")
     @classmethod

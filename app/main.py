@@ -19,7 +19,7 @@ from app import __version__
 from app.config import Settings, get_settings
 from app.db import session_scope
 from app.paths import resource_dir
-from app.routes import account, api, auth, health, jobs, pages
+from app.routes import account, api, auth, health, imports, jobs, media, pages, species
 from app.routes.deps import Forbidden, NotAuthenticated
 from app.services.jobs import JobError, reap_lost_jobs
 from app.templating import render
@@ -27,12 +27,24 @@ from app.templating import render
 log = logging.getLogger(__name__)
 
 # Every router of the app; the auth tests walk this to prove no route is left open.
-ROUTERS = (health.router, auth.router, pages.router, jobs.router, account.router, api.router)
+ROUTERS = (
+    health.router,
+    auth.router,
+    pages.router,
+    species.router,
+    imports.router,
+    media.router,
+    jobs.router,
+    account.router,
+    api.router,
+)
 
 TITLES = {
     404: "Not found",
     405: "Not allowed here",
     409: "Conflict",
+    411: "Length required",
+    413: "Too large",
     422: "Invalid request",
     503: "Service unavailable",
 }

@@ -6,7 +6,7 @@ a code change, not a migration, and the schema stays identical on PostgreSQL and
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -357,3 +357,78 @@ class ModelExport(SQLModel, table=True):
     top5_accuracy: float | None = None
     latency_ms: float | None = None
     created_at: datetime = _ts()
+
+
+# --- iNaturalist open-data staging ---------------------------------------------------------
+# Rows of the iNaturalist open-data dump, limited to the chosen taxa subtree. Each ingest
+# (app/services/inat/ingest.py) replaces these four tables wholesale; types follow the dump's own
+# schema, with ids as BIGINT so that no id in a future dump overflows. Selection
+# (app/services/inat/select.py) turns them into `species` and pending `images` rows.
+
+
+class InatTaxon(SQLModel, table=True):
+    __tablename__ = "inat_taxa"
+
+    taxon_id: int = Field(
+        primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    # Root-to-parent chain of taxon ids joined by '/'.
+    ancestry: str | None = Field(default=None, sa_type=sa.Text)
+    rank_level: float | None = None
+    rank: str | None = Field(default=None, max_length=32)
+    name: str = Field(sa_type=sa.Text, index=True)
+    active: bool
+
+
+class InatObservation(SQLModel, table=True):
+    __tablename__ = "inat_observations"
+
+    observation_uuid: str = Field(primary_key=True, max_length=36)
+    observer_id: int | None = Field(default=None, sa_type=sa.BigInteger)
+    latitude: float | None = None
+    longitude: float | None = None
+    positional_accuracy: int | None = None
+    taxon_id: int | None = Field(default=None, sa_type=sa.BigInteger, index=True)
+    quality_grade: str | None = Field(default=None, max_length=32)
+    observed_on: date | None = None
+    anomaly_score: float | None = None
+
+
+class InatPhoto(SQLModel, table=True):
+    __tablename__ = "inat_photos"
+
+    # Observation first: the key doubles as the index that joins photos to observations.
+    observation_uuid: str = Field(primary_key=True, max_length=36)
+    photo_id: int = Field(
+        primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    photo_uuid: str = Field(max_length=36)
+    observer_id: int | None = Field(default=None, sa_type=sa.BigInteger)
+    extension: str | None = Field(default=None, max_length=16)
+    license: str | None = Field(default=None, max_length=32)
+    width: int | None = None
+    height: int | None = None
+    position: int | None = None
+
+
+class InatObserver(SQLModel, table=True):
+    __tablename__ = "inat_observers"
+
+    observer_id: int = Field(
+        primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    login: str | None = Field(default=None, sa_type=sa.Text)
+    name: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class InatObservationKey(SQLModel, table=True):
+    """A stable integer per iNaturalist observation: what `Image.observation_id` holds.
+
+    The dump names observations by UUID only; selection gives each observation it uses a row
+    here. Ingest never touches this table, so the numbers survive re-ingesting a newer dump.
+    """
+
+    __tablename__ = "inat_observation_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    observation_uuid: str = Field(max_length=36, unique=True, index=True)

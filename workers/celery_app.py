@@ -6,8 +6,6 @@ database. `celery -A workers.celery_app worker` (what `sporeprint worker` runs) 
 
 from __future__ import annotations
 
-import socket
-
 from celery import Celery
 from kombu import Queue
 from kombu.transport import sqlalchemy as sqla_transport
@@ -16,16 +14,17 @@ from app.config import Settings, get_settings
 from app.services.jobs import QUEUES
 from workers.heartbeat import HeartbeatStep
 
-TASK_MODULES = ["workers.tasks.ping", "workers.tasks.demo"]
+TASK_MODULES = [
+    "workers.tasks.ping",
+    "workers.tasks.demo",
+    "workers.tasks.imports",
+    "workers.tasks.download",
+    "workers.tasks.inat",
+]
 # Redis redelivers an unacknowledged message after this long; training runs for hours and our
 # own start guard already refuses a second run, so make it long rather than surprising.
 REDIS_VISIBILITY_TIMEOUT_S = 7 * 24 * 3600
 SQLITE_POLL_INTERVAL_S = 0.1
-
-
-def control_queue(hostname: str | None = None) -> str:
-    """The queue that only the workers on `hostname` consume (process control, GPU kills)."""
-    return f"host.{hostname or socket.gethostname()}"
 
 
 def uses_sqlite_broker(settings: Settings) -> bool:

@@ -1,15 +1,15 @@
-"""Species, review, models and status pages (each grows into its own module with its area)."""
+"""Review, models and status pages (each grows into its own module with its area)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, func, select
 
 from app.config import Settings
-from app.models import Image, Role, Species, TrainedModel, User, Worker
-from app.routes.deps import current_user, get_db, get_settings, require_role
-from app.services import dispatch, workers
+from app.models import Image, TrainedModel, Worker
+from app.routes.deps import current_user, get_db, get_settings
+from app.services import workers
 from app.templating import render
 
 router = APIRouter(dependencies=[Depends(current_user)], include_in_schema=False)
@@ -22,28 +22,6 @@ def home() -> Response:
 
 def _count(db: Session, model: type) -> int:
     return db.exec(select(func.count()).select_from(model)).one()
-
-
-@router.get("/species")
-def species_page(request: Request, db: Session = Depends(get_db)) -> Response:
-    rows = db.exec(
-        select(Species.scientific_name, func.count(col(Image.id)))
-        .join(Image, col(Image.species_id) == Species.id, isouter=True)
-        .group_by(col(Species.id), col(Species.scientific_name))
-        .order_by(col(Species.scientific_name))
-    ).all()
-    return render(request, "species.html", active="species", species=rows)
-
-
-@router.post("/species/demo")
-def load_demo(
-    user: User = Depends(require_role(Role.curator)),
-    db: Session = Depends(get_db),
-    settings: Settings = Depends(get_settings),
-) -> Response:
-    """The first-run offer: draw the synthetic dataset and import it, as a job to watch."""
-    job = dispatch.submit(db, settings, "demo-data", user_id=user.id)
-    return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 
 @router.get("/review")

@@ -9,7 +9,6 @@ so an interrupted import is finished by running it again.
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import shutil
 import tempfile
@@ -17,17 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from app.models import DownloadState, Image, ImageSource, Species
-from app.services.thumbnails import make_thumbnail
+from app.services.photos import IMAGES_DIR, sha256_file, verify_image
+from app.services.thumbnails import make_thumbnail, thumbnail_path
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
-# Pillow refuses images above this many pixels (decompression bombs).
-MAX_PIXELS = 64_000_000
-IMAGES_DIR = "images"
 BATCH = 50
 
 
@@ -68,32 +63,6 @@ def _observations(root: Path) -> dict[str, int]:
         return {row["path"]: int(row["observation_id"]) for row in rows}
 
 
-def _verify(path: Path) -> tuple[int, int]:
-    """Decode the whole file; returns (width, height) or raises ValueError with the reason."""
-    if path.stat().st_size == 0:
-        raise ValueError("empty file")
-    try:
-        with PILImage.open(path) as probe:
-            probe.verify()  # structure and checksums
-        with PILImage.open(path) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise ValueError(f"too large ({image.width}x{image.height} pixels)")
-            image.load()  # actually decode: catches truncated files that verify() misses
-            return image.width, image.height
-    except (UnidentifiedImageError, PILImage.DecompressionBombError) as exc:
-        raise ValueError(f"not a readable image ({exc.__class__.__name__})") from None
-    except OSError as exc:
-        raise ValueError(f"damaged image ({exc})") from None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _store(source: Path, destination: Path) -> None:
     if destination.exists():
         return
@@ -118,6 +87,25 @@ def _species(session: Session, name: str, report: ImportReport) -> Species:
     return species
 
 
+def _write_rows(session: Session, rows: list[tuple[str, Image]], report: ImportReport) -> None:
+    for name, row in rows:
+        row.species_id = _species(session, name, report).id  # type: ignore[assignment]
+        session.add(row)
+    rows.clear()
+
+
+def _remove_unreferenced(session: Session, created: list[tuple[str, Path]]) -> None:
+    """After a failed atomic import: remove the files it wrote that no stored image uses."""
+    digests = sorted({digest for digest, _ in created})
+    used: set[str] = set()
+    for start in range(0, len(digests), 500):
+        chunk = digests[start : start + 500]
+        used.update(session.exec(select(Image.sha256).where(col(Image.sha256).in_(chunk))).all())
+    for digest, path in created:
+        if digest not in used:
+            path.unlink(missing_ok=True)
+
+
 def import_folder(
     session: Session,
     root: Path,
@@ -125,13 +113,38 @@ def import_folder(
     *,
     label: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    atomic: bool = False,
 ) -> ImportReport:
     """Import every image under `root/<species>/`; bad files are reported, not fatal.
 
     Commits every `BATCH` files.
     `label` names the import in each image's source reference (default: the folder's name),
     which is what makes a second import of the same folder a no-op.
+
+    `atomic=True` (uploads use it) imports all or nothing: the rows are written in one
+    transaction at the end (so progress can still be reported meanwhile, even on SQLite), and on
+    any error, or a cancel raised by `progress`, the transaction is rolled back and the files this
+    call stored are removed again.
     """
+    created: list[tuple[str, Path]] = []  # (sha256, file) written by this call
+    try:
+        return _import(session, root, data_dir, label, progress, atomic, created)
+    except BaseException:
+        if atomic:
+            session.rollback()
+            _remove_unreferenced(session, created)
+        raise
+
+
+def _import(
+    session: Session,
+    root: Path,
+    data_dir: Path,
+    label: str | None,
+    progress: Callable[[int, int], None] | None,
+    atomic: bool,
+    created: list[tuple[str, Path]],
+) -> ImportReport:
     if not root.is_dir():
         raise ImportFailed(f"{root} is not a folder")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -146,6 +159,7 @@ def import_folder(
     label = label or root.name
     observations = _observations(root)
     report = ImportReport()
+    pending: list[tuple[str, Image]] = []  # (species name, row), written at each commit
     for done, path in enumerate(files, start=1):
         relative = path.relative_to(root).as_posix()
         ref = f"{label}/{relative}"
@@ -157,29 +171,37 @@ def import_folder(
             report.already_present += 1
         else:
             try:
-                width, height = _verify(path)
+                width, height = verify_image(path)
             except ValueError as exc:
                 report.rejected.append((relative, str(exc)))
             else:
-                digest = _sha256(path)
-                species = _species(session, species_name(path.parent.name), report)
+                digest = sha256_file(path)
                 stored = Path(
                     IMAGES_DIR, path.parent.name, digest[:2], digest + path.suffix.lower()
                 )
+                for new in (data_dir / stored, data_dir / thumbnail_path(digest)):
+                    if not new.exists():
+                        created.append((digest, new))
                 _store(path, data_dir / stored)
                 make_thumbnail(data_dir / stored, data_dir, digest)
-                session.add(
+                pending.append((
+                    species_name(path.parent.name),
                     Image(
-                        species_id=species.id, source=ImageSource.import_, source_ref=ref,
+                        source=ImageSource.import_, source_ref=ref,
                         observation_id=observations.get(relative), path=stored.as_posix(),
                         sha256=digest, width=width, height=height, size_bytes=path.stat().st_size,
                         download_state=DownloadState.done,
-                    )
-                )  # fmt: skip
+                    ),
+                ))  # fmt: skip
                 report.imported += 1
         if done % BATCH == 0 or done == len(files):
             # Commit before reporting: on SQLite the reporter writes from another connection.
-            session.commit()
+            if not atomic:
+                _write_rows(session, pending, report)
+                session.commit()
             if progress is not None:
                 progress(done, len(files))
+    if atomic:
+        _write_rows(session, pending, report)
+        session.commit()
     return report

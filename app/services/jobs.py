@@ -8,18 +8,26 @@ worker racing a cancel, can never run a job twice or resurrect a finished one.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from app.models import Job, JobEvent, JobStatus, Worker, utcnow
+from app.services.inat.params import InatIngestParams, InatSelectParams
+from app.services.zip_import import UPLOAD_NAME, import_folder_path
 
 QUEUES = ("io", "gpu")
+
+
+def control_queue(hostname: str | None = None) -> str:
+    """The queue that only the workers on `hostname` consume (process control, GPU kills)."""
+    return f"host.{hostname or socket.gethostname()}"
 
 
 class PingParams(BaseModel):
@@ -40,6 +48,47 @@ class DemoDataParams(BaseModel):
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Same seed, same photos.")
 
 
+class ImportParams(BaseModel):
+    """Import photos in species/image.jpg layout: a folder the workers can read, or an upload."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    folder: str | None = Field(
+        default=None, max_length=1024, description="Absolute path of a folder to import."
+    )
+    upload: str | None = Field(
+        default=None,
+        pattern=UPLOAD_NAME,
+        description="An uploaded zip's name in <data dir>/uploads (set by the upload form).",
+    )
+    label: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Names the import in source references (default: the folder's name).",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImportParams:
+        if (self.folder is None) == (self.upload is None):
+            raise ValueError("give either a folder or an upload")
+        if self.folder is not None:
+            self.folder = str(import_folder_path(self.folder))
+        return self
+
+
+class DownloadParams(BaseModel):
+    """Download the photos of pending images (from an ingest) into the data directory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    species_ids: list[int] | None = Field(
+        default=None, min_length=1, max_length=100_000, description="Only these; null = all."
+    )
+    retry_failed: bool = Field(default=False, description="Also retry images that failed.")
+    limit: int | None = Field(default=None, ge=1, description="At most this many images.")
+
+
 @dataclass(frozen=True)
 class JobKind:
     task: str
@@ -50,6 +99,10 @@ class JobKind:
 JOB_KINDS: dict[str, JobKind] = {
     "ping": JobKind(task="sporeprint.ping", params=PingParams, queues=QUEUES),
     "demo-data": JobKind(task="sporeprint.demo_data", params=DemoDataParams, queues=("io",)),
+    "import": JobKind(task="sporeprint.import", params=ImportParams, queues=("io",)),
+    "download": JobKind(task="sporeprint.download", params=DownloadParams, queues=("io",)),
+    "inat-ingest": JobKind(task="sporeprint.inat_ingest", params=InatIngestParams, queues=("io",)),
+    "inat-select": JobKind(task="sporeprint.inat_select", params=InatSelectParams, queues=("io",)),
 }
 
 

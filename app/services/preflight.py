@@ -6,6 +6,7 @@ import sqlite3
 import uuid
 from pathlib import Path
 
+from kombu import Connection
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -13,6 +14,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from app.config import Settings
 from app.db import get_engine
 from app.services import migrations
+from app.services.jobs import QUEUES, control_queue
 
 CONNECT_TIMEOUT_S = 5
 SUPPORTED_DATABASES = ("postgresql", "sqlite")
@@ -105,7 +107,13 @@ def _prepare_sqlite_broker(url: str) -> None:
         # WAL is a property of the file: set once here, it holds for every process using it.
         with sqlite3.connect(path, timeout=30) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
-    except (OSError, sqlite3.Error) as exc:
+        # kombu's SQL transport creates a queue's row on first use with a check-then-insert
+        # that is only locked within one process: two workers starting together on a new file
+        # can both insert and one dies. Declare every queue once, here, before they start.
+        with Connection(f"sqla+{url}", transport_options={"connect_args": {"timeout": 30}}) as c:
+            for queue in (*QUEUES, control_queue()):
+                c.default_channel.queue_declare(queue=queue)
+    except (OSError, sqlite3.Error, SQLAlchemyError) as exc:
         raise StartupError(f"cannot open the broker database {path}: {exc}") from None
 
 
@@ -125,8 +133,6 @@ def _ping_redis(url: str) -> None:
 
 
 def _ping_kombu(url: str) -> None:
-    from kombu import Connection
-
     try:
         with Connection(url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
             conn.ensure_connection(max_retries=1, timeout=CONNECT_TIMEOUT_S)

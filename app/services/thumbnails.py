@@ -9,6 +9,8 @@ from pathlib import Path
 from PIL import Image as PILImage
 from PIL import ImageOps
 
+from app.services.photos import MAX_PIXELS
+
 THUMBS_DIR = "thumbs"
 THUMB_SIZE = 320  # longest side, px: sharp in a 160 px grid cell on a 2x screen
 THUMB_QUALITY = 80
@@ -30,6 +32,8 @@ def make_thumbnail(source: Path, data_dir: Path, sha256: str) -> Path:
         return relative
     target.parent.mkdir(parents=True, exist_ok=True)
     with PILImage.open(source) as image:
+        if image.width * image.height > MAX_PIXELS:  # opening reads the header only
+            raise ValueError(f"too large to draw ({image.width}x{image.height} pixels)")
         thumb = ImageOps.exif_transpose(image).convert("RGB")
         thumb.thumbnail((THUMB_SIZE, THUMB_SIZE), PILImage.Resampling.LANCZOS)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".thumb-", suffix=".webp")
