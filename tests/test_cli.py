@@ -10,7 +10,7 @@ import pytest
 from support import ROOT
 
 from app.config import Settings
-from app.services import preflight
+from app.services import migrations, preflight
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
@@ -87,7 +87,8 @@ def test_migrate_then_users_and_tokens(tmp_path: Path) -> None:
     env = {"SPOREPRINT_DATA_DIR": str(tmp_path)}
     migrated = run_cli("migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
-    assert "empty → 0001" in migrated.stderr
+    head = migrations.head_revision(f"sqlite:///{tmp_path / 'sporeprint.db'}")
+    assert f"empty → {head}" in migrated.stderr
     made = run_cli("create-user", "ada", "--role", "admin", "--password", "long-enough", env=env)
     assert made.returncode == 0, made.stderr
     _one_line_error(
