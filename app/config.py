@@ -11,6 +11,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +61,15 @@ class Settings(BaseSettings):
     )
     session_max_age: int = Field(
         default=14 * 24 * 3600, gt=0, description="Seconds a login session stays valid."
+    )
+    gpu_provider: Literal["auto", "nvml", "nvidia-smi", "none"] = Field(
+        default="auto", description="How workers read their GPUs: NVML, then nvidia-smi."
+    )
+    orphan_after: float = Field(
+        default=300.0, gt=0, description="Seconds a GPU process no job owns may hold memory."
+    )
+    end_process_grace: float = Field(
+        default=10.0, gt=0, description="Seconds between SIGTERM and SIGKILL when ending one."
     )
     inat_photo_base_url: str = Field(
         default="https://inaturalist-open-data.s3.amazonaws.com",

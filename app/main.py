@@ -19,7 +19,18 @@ from app import __version__
 from app.config import Settings, get_settings
 from app.db import session_scope
 from app.paths import resource_dir
-from app.routes import account, api, auth, health, imports, jobs, media, pages, species
+from app.routes import (
+    account,
+    api,
+    auth,
+    health,
+    imports,
+    jobs,
+    media,
+    pages,
+    species,
+    status,
+)
 from app.routes.deps import Forbidden, NotAuthenticated
 from app.services.jobs import JobError, reap_lost_jobs
 from app.templating import render
@@ -35,6 +46,7 @@ ROUTERS = (
     imports.router,
     media.router,
     jobs.router,
+    status.router,
     account.router,
     api.router,
 )
@@ -75,7 +87,6 @@ def _error(request: Request, status: int, title: str, message: str) -> Response:
         title=title,
         message=message,
         hint=HINTS.get(status),
-        status_code_value=status,
     )
 
 
@@ -146,10 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(JobError)
     async def job_error(request: Request, exc: JobError) -> Response:
-        titles = {404: "Not found", 409: "Conflict", 503: "Service unavailable"}
-        return _error(
-            request, exc.status_code, titles.get(exc.status_code, "Invalid job"), str(exc)
-        )
+        return _error(request, exc.status_code, TITLES.get(exc.status_code, "Error"), str(exc))
 
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden) -> Response:

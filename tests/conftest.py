@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from fakegpu import FakeGpu
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
@@ -183,3 +184,22 @@ def start_worker() -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def fake_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGpu:
+    """A fake `nvidia-smi` first on PATH for this process and the workers it starts."""
+    gpu = FakeGpu(tmp_path)
+    for key, value in gpu.environ().items():
+        monkeypatch.setenv(key, value)
+    return gpu
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen]:
+    """A real process for a GPU process table to list (and for a test to end)."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield process
+    if process.poll() is None:
+        process.kill()
+    process.wait()

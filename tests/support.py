@@ -26,6 +26,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         SPOREPRINT_DATA_DIR=str(settings.data_dir),
         SPOREPRINT_HEARTBEAT_INTERVAL=str(settings.heartbeat_interval),
         SPOREPRINT_WORKER_TIMEOUT=str(settings.worker_timeout),
+        SPOREPRINT_GPU_PROVIDER=settings.gpu_provider,
+        SPOREPRINT_END_PROCESS_GRACE=str(settings.end_process_grace),
         PYTHONUNBUFFERED="1",
     )
     if settings.database_url:

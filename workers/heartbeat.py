@@ -13,7 +13,9 @@ from celery import bootsteps
 from app import __version__
 from app.config import get_settings
 from app.db import session_scope
+from app.models import utcnow
 from app.services import jobs, workers
+from workers import gpu
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +41,25 @@ class HeartbeatStep(bootsteps.StartStopStep):
             "version": __version__,
         }
 
+        first_seen: dict[int, str] = {}
+
+        def gpus() -> dict[str, Any]:
+            snap = gpu.snapshot(settings.gpu_provider).as_dict()
+            # When each pid was first seen holding GPU memory: how orphans are told apart
+            # from a process that has only just started.
+            now = utcnow().isoformat()
+            live = {p["pid"] for p in snap["processes"]}
+            for pid in list(first_seen):
+                if pid not in live:
+                    del first_seen[pid]
+            for process in snap["processes"]:
+                process["first_seen"] = first_seen.setdefault(process["pid"], now)
+            return snap
+
         def beat() -> None:
+            snapshot = gpus()
             with session_scope(settings.db_url) as session:
-                workers.heartbeat(session, **identity)
+                workers.heartbeat(session, **identity, gpu_snapshot=snapshot)
                 lost = jobs.reap_lost_jobs(session, settings.worker_timeout)
             if lost:
                 log.warning("marked jobs %s failed: their worker stopped responding", lost)

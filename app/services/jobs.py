@@ -9,7 +9,7 @@ worker racing a cancel, can never run a job twice or resurrect a finished one.
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -89,11 +89,22 @@ class DownloadParams(BaseModel):
     limit: int | None = Field(default=None, ge=1, description="At most this many images.")
 
 
+class EndProcessParams(BaseModel):
+    """End a process holding GPU memory; runs on the control queue of the host that has it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.-]+$")
+    pid: int = Field(ge=1, le=2**31 - 1)
+
+
 @dataclass(frozen=True)
 class JobKind:
     task: str
     params: type[BaseModel]
-    queues: tuple[str, ...]
+    queues: tuple[str, ...] = ()
+    # Jobs bound to one machine name their queue from their parameters instead.
+    route: Callable[[Any], str] | None = None
 
 
 JOB_KINDS: dict[str, JobKind] = {
@@ -103,6 +114,11 @@ JOB_KINDS: dict[str, JobKind] = {
     "download": JobKind(task="sporeprint.download", params=DownloadParams, queues=("io",)),
     "inat-ingest": JobKind(task="sporeprint.inat_ingest", params=InatIngestParams, queues=("io",)),
     "inat-select": JobKind(task="sporeprint.inat_select", params=InatSelectParams, queues=("io",)),
+    "end-process": JobKind(
+        task="sporeprint.end_process",
+        params=EndProcessParams,
+        route=lambda p: control_queue(p.host),
+    ),
 }
 
 
@@ -133,9 +149,10 @@ def validate_params(kind: str, queue: str | None, params: dict[str, Any]) -> tup
     spec = JOB_KINDS.get(kind)
     if spec is None:
         raise JobError(f"unknown job kind '{kind}'; known kinds: {', '.join(sorted(JOB_KINDS))}")
-    queue = queue or spec.queues[0]
-    if queue not in spec.queues:
-        raise JobError(f"a {kind} job runs on queue {' or '.join(spec.queues)}, not '{queue}'")
+    if spec.route is None:
+        queue = queue or spec.queues[0]
+        if queue not in spec.queues:
+            raise JobError(f"a {kind} job runs on queue {' or '.join(spec.queues)}, not '{queue}'")
     try:
         model = spec.params.model_validate(params)
     except ValidationError as exc:
@@ -144,6 +161,12 @@ def validate_params(kind: str, queue: str | None, params: dict[str, Any]) -> tup
             for err in exc.errors()
         )
         raise JobError(f"invalid parameters for a {kind} job: {problems}") from exc
+    if spec.route is not None:
+        routed = spec.route(model)
+        if queue not in (None, routed):
+            raise JobError(f"this {kind} job runs on queue '{routed}', not '{queue}'")
+        queue = routed
+    assert queue is not None
     return queue, model.model_dump(mode="json")
 
 

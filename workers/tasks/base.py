@@ -26,6 +26,10 @@ class JobCancelled(Exception):
     """Raised inside a job body when the user asked it to stop."""
 
 
+class JobRefused(Exception):
+    """Raised by a job body that declines its request; the message says why (no traceback)."""
+
+
 class JobContext:
     """What a job body gets: its parameters and a way to report back."""
 
@@ -78,6 +82,8 @@ def run_job(task: Task, job_id: int, body: JobBody) -> None:
         result = body(context)
     except JobCancelled:
         outcome: dict[str, Any] = {"status": JobStatus.cancelled}
+    except JobRefused as exc:
+        outcome = {"status": JobStatus.failed, "error": f"refused: {exc}"}
     except Exception as exc:
         log.exception("job %s failed", job_id)
         context.log(traceback.format_exc(), level="error")
