@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from browsing import CHROMIUM, CHROMIUM_ARGS
 from fakegpu import FakeGpu
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, sync_playwright
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
@@ -203,3 +205,22 @@ def sleeper() -> Iterator[subprocess.Popen]:
     if process.poll() is None:
         process.kill()
     process.wait()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, driven by Playwright; one per test session."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def js_errors() -> Iterator[list[str]]:
+    """Collects a page's JavaScript and console errors; a test that saw any fails."""
+    errors: list[str] = []
+    yield errors
+    assert errors == [], errors
