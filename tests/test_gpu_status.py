@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -204,3 +205,17 @@ def test_admin_ends_a_real_gpu_process_through_its_worker(
 
     gone = outcome(sleeper.pid, "second request")
     assert "is not holding GPU memory" in gone.error  # no longer listed, so nothing to end
+
+    # One that shrugs off SIGTERM gets SIGKILL after the grace period.
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c",
+         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+         "print('ready', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert stubborn.stdout.readline().strip() == "ready"
+    threading.Thread(target=stubborn.wait, daemon=True).start()
+    fake_gpu.hold(stubborn.pid, name="python3", memory_mb=500)
+    killed = outcome(stubborn.pid, "SIGKILL")
+    assert killed.result["outcome"] == f"ended pid {stubborn.pid} (python3, 500 MiB) with SIGKILL"
+    wait_for(lambda: stubborn.poll() is not None, 10, what="the stubborn process to be gone")
