@@ -9,23 +9,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+import browsing
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
-from upstack import ROOT, UpStack
+from browsing import ARTIFACTS, open_page
+from playwright.sync_api import Browser, Page, expect
+from upstack import UpStack
 
 pytestmark = pytest.mark.browser
 
 PASSWORD = "browser-test-horse-battery"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-ARTIFACTS = ROOT / "test-artifacts"
 JOB_TIMEOUT_MS = 60_000
 
 
@@ -44,47 +36,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpStack]:
     assert up.survivors() == [], "processes of `sporeprint up` survived the tests"
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def js_errors() -> list[str]:
-    """Uncaught exceptions and console errors of the test's page; tests assert it is empty."""
-    return []
-
-
 @pytest.fixture
 def page(browser: Browser, stack: UpStack, js_errors: list[str]) -> Iterator[Page]:
-    context = browser.new_context(base_url=stack.url, viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    page.on("pageerror", lambda exc: js_errors.append(f"pageerror: {exc}"))
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            js_errors.append(f"console: {message.text} ({message.location})")
-
-    page.on("console", on_console)
-    yield page
-    context.close()
+    with open_page(browser, stack.url, js_errors) as page:
+        yield page
 
 
 def sign_in(page: Page) -> None:
-    """Visit /jobs signed out, get sent to the login form, sign in, come back to /jobs."""
-    page.goto("/jobs")
-    expect(page).to_have_url(re.compile(r"/login\?next=/jobs$"))
-    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-    page.fill("#username", "admin")
-    page.fill("#password", PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(re.compile(r"/jobs$"))
+    browsing.sign_in(page, "admin", "/jobs", password=PASSWORD)
     expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
 
 

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import io
 import re
-import socket
-import threading
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import uvicorn
+from browsing import live_app, open_page, shot, sign_in
 from PIL import Image as PILImage
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from sqlmodel import col, select
-from support import PASSWORD, ROOT, wait_for
+from support import PASSWORD
 
 from app.config import Settings
 from app.db import dispose_engines, session_scope
@@ -32,15 +29,6 @@ from app.services.imports import import_folder
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-ARTIFACTS = ROOT / "test-artifacts"
 SPECIES = 8
 
 
@@ -64,70 +52,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 image.review_state = ReviewState.excluded
             session.add(image)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(settings)
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    wait_for(lambda: uv.started, 20, what="uvicorn")
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(timeout=10)
+    with live_app(create_app(settings)) as url:
+        yield url
     dispose_engines()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def js_errors() -> list[str]:
-    return []
 
 
 @pytest.fixture
 def page(browser: Browser, server: str, js_errors: list[str]) -> Iterator[Page]:
-    context = browser.new_context(base_url=server, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    page.on("pageerror", lambda exc: js_errors.append(f"pageerror: {exc}"))
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            js_errors.append(f"console: {message.text} ({message.location})")
-
-    page.on("console", on_console)
-    yield page
-    context.close()
-
-
-def sign_in(page: Page) -> None:
-    page.goto("/species")
-    expect(page).to_have_url(re.compile(r"/login\?next=/species$"))
-    page.fill("#username", "ada")
-    page.fill("#password", PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(re.compile(r"/species$"))
-
-
-def shot(page: Page, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
-    page.screenshot(path=str(path), full_page=True)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    return path
+    with open_page(browser, server, js_errors) as page:
+        yield page
 
 
 def test_species_list_search_gallery_and_photo(page: Page, js_errors: list[str]) -> None:
-    sign_in(page)
+    sign_in(page, "ada", "/species")
     rows = page.locator("#species-table tbody tr")
     expect(rows).to_have_count(SPECIES)
     expect(rows.first.locator("td.species-name")).to_contain_text("Amanita muscaria")
@@ -207,7 +144,7 @@ def test_species_list_search_gallery_and_photo(page: Page, js_errors: list[str])
 
 
 def test_import_forms(page: Page, js_errors: list[str]) -> None:
-    sign_in(page)
+    sign_in(page, "ada", "/species")
     page.fill("#import-folder", "/no/such/folder")
     page.locator("#folder-button").click()
     expect(page.locator("#folder-feedback")).to_contain_text(

@@ -57,3 +57,4 @@ def test_status_page_follows_a_gpu_process_until_an_admin_ends_it(
             f"ended pid {sleeper.pid} (python3, 2048 MiB) with SIGTERM", timeout=30_000
         )
     assert sleeper.poll() is not None
+    assert js_errors == []
