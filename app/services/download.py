@@ -5,30 +5,38 @@ The rules, without Celery (the `download` job in `workers/tasks/download.py` is 
 - **What is taken**: `Image` rows with a `source_url` whose `download_state` is `pending` (and
   `failed` ones too with `retry_failed`), oldest first, read from the database page by page. A
   re-run therefore picks up exactly what an interrupted run left.
-- **How**: one `httpx.AsyncClient` (HTTP/1.1 keep-alive pool sized to the concurrency), at most
-  `concurrency` requests at once and `per_host` to any one host. Timeouts, connection errors,
+- **How**: `httpx` over HTTP/1.1 keep-alive, `concurrency` connections (one per small client,
+  see `_Clients`), at most `concurrency` requests at once and `per_host` to any one host, on
+  uvloop where installed. Timeouts, connection errors,
   429, 408 and 5xx are retried with exponential backoff and full jitter (a `Retry-After` in
   seconds or as an HTTP date is honoured, capped); 404/403/410 and other 4xx fail at once.
   Attempts are counted on the row either way.
 - **Every file** is streamed into a temp file in its species folder while its sha256 is
-  computed, then decoded and verified with Pillow (empty, truncated, not an image, too many
-  pixels, an HTML page → failed with the reason), and only then renamed into
-  `images/<species>/<sha[:2]>/<sha>.<ext>`, the same layout as the folder import. The bytes are
-  stored as downloaded (provenance); the WebP thumbnail, made once, applies EXIF orientation.
-  Bytes already stored for another image make this one a `duplicate` (no second copy).
+  computed. Bytes already stored for another image (in the database, or earlier in this run)
+  make it a `duplicate` naming that image, with no second copy. Otherwise it is decoded and
+  verified with Pillow (empty, truncated, not an image, too many pixels; an HTML answer fails
+  before its body is read) and only then renamed into `images/<species>/<sha[:2]>/<sha>.<ext>`,
+  the folder import's layout. The bytes are stored as downloaded (provenance); the WebP
+  thumbnail, made once, applies EXIF orientation.
 - **Stopping**: `should_stop()` is checked before each file and a few times a second. Once it
   says stop, no new file starts, retries waiting for their backoff are abandoned (they stay
   pending), downloads in flight get `stop_grace` seconds to finish and are then abandoned too.
   A temp file never outlives its download, so no partial photo is ever left behind.
 - **The database** is written by one writer, in short transactions of up to `batch_size`
   results or every `batch_interval` seconds, on its own thread; a second thread does the reads
-  (pages of work, duplicate look-ups). The event loop never waits on the database or on Pillow
-  (decoding and thumbnails run in a thread pool).
+  (pages of work, and duplicate look-ups batched into one query for all files waiting). The
+  event loop never waits on the database or on Pillow (decoding and thumbnails run in a thread
+  pool; Pillow's WebP encoder releases the GIL).
+
+Two download runs over the same pending images at the same moment would both fetch them (the
+rows are not locked); the outcome is still consistent, as both store the same bytes under the
+same name. Run one download job at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import hashlib
 import os
@@ -46,7 +54,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import func, update
+from sqlalchemy import bindparam, func, update
 from sqlmodel import Session, col, select
 
 from app.config import Settings
@@ -55,6 +63,7 @@ from app.models import DownloadState, Image, Species, utcnow
 from app.services.photos import (
     FORMAT_SUFFIXES,
     IMAGES_DIR,
+    ImageInfo,
     probe_image,
     species_folder,
     stored_path,
@@ -69,9 +78,6 @@ STALE_TEMP_S = 3600.0
 PAGE_SIZE = 500
 CHUNK_SIZE = 64 * 1024
 STOP_POLL_S = 0.2
-# Connections per httpx client. httpcore 1.0 walks its whole pool, polling every idle socket,
-# on each request and release; several small pools cost far less CPU than one of 32.
-POOL_SHARD = 8
 MAX_REPORTED_FAILURES = 50
 # Statuses worth another try: the server is busy, rate-limiting, or briefly broken.
 RETRY_STATUSES = frozenset({408, 425, 429})
@@ -296,32 +302,63 @@ def select_page(
 # --- the run --------------------------------------------------------------------------------
 
 
-class _Clients:
-    """`concurrency` request slots over a few small keep-alive pools.
+_TICK = object()
+_Stored = tuple[int, int | None, int | None]  # an image's id, width, height
+_IMAGES = Image.__table__  # type: ignore[attr-defined]
+_SET_RESULT = (
+    update(_IMAGES)
+    .where(_IMAGES.c.id == bindparam("b_id"))
+    .values(
+        download_state=bindparam("b_state"), download_error=bindparam("b_error"),
+        path=bindparam("b_path"), sha256=bindparam("b_sha256"), width=bindparam("b_width"),
+        height=bindparam("b_height"), size_bytes=bindparam("b_size"),
+        download_attempts=bindparam("b_attempts"), updated_at=bindparam("b_now"),
+    )
+)  # fmt: skip
+_SET_ATTEMPTS = (
+    update(_IMAGES)
+    .where(_IMAGES.c.id == bindparam("b_id"))
+    .values(download_attempts=bindparam("b_attempts"), updated_at=bindparam("b_now"))
+)
 
-    Taking a slot is the global concurrency limit; each client holds exactly as many
-    connections as it has slots, so no request ever waits inside httpx's pool.
+
+class _Clients:
+    """`concurrency` keep-alive connections, each in its own one-connection httpx client.
+
+    httpcore 1.0 walks its whole pool (polling every idle socket) on each request and release,
+    so one pool of 32 costs several times the CPU of 32 pools of one. A free client that last
+    talked to the same host is preferred, so its connection is reused; holding a client is the
+    global concurrency limit.
     """
 
     def __init__(self, config: DownloadConfig) -> None:
-        count = -(-config.concurrency // POOL_SHARD)
-        shares = [len(range(i, config.concurrency, count)) for i in range(count)]
-        ssl_context = httpx.create_ssl_context()  # loading the CA bundle once, not per client
+        ssl_context = httpx.create_ssl_context()  # load the CA bundle once, not per client
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=30)
         self.clients = [
             httpx.AsyncClient(
-                limits=httpx.Limits(
-                    max_connections=share, max_keepalive_connections=share, keepalive_expiry=30
-                ),
+                limits=limits,
                 timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, 10.0)),
                 verify=ssl_context,
                 follow_redirects=True,
                 headers={"User-Agent": USER_AGENT},
             )
-            for share in shares
+            for _ in range(config.concurrency)
         ]
-        self.free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
-        for i in range(config.concurrency):
-            self.free.put_nowait(self.clients[i % count])
+        self.slots = asyncio.Semaphore(config.concurrency)
+        self.idle: dict[str, list[httpx.AsyncClient]] = {"": list(self.clients)}  # by last host
+
+    async def acquire(self, host: str) -> httpx.AsyncClient:
+        await self.slots.acquire()
+        key = host if self.idle.get(host) else next(k for k, v in self.idle.items() if v)
+        bucket = self.idle[key]
+        client = bucket.pop()
+        if not bucket:
+            del self.idle[key]
+        return client
+
+    def release(self, client: httpx.AsyncClient, host: str) -> None:
+        self.idle.setdefault(host, []).append(client)
+        self.slots.release()
 
     async def aclose(self) -> None:
         for client in self.clients:
@@ -356,7 +393,11 @@ class _Downloader:
         # Files in flight (downloading, waiting to retry, or being verified), bounded.
         self.live = asyncio.Semaphore(config.concurrency * 4)
         self.hosts: dict[str, asyncio.Semaphore] = {}
-        self.claimed: dict[str, int] = {}  # sha256 → image id stored in this run
+        # sha256 → the image stored with those bytes: (id, width, height), or None while (or
+        # if) the first copy of them in this run is still being (or failed to be) verified.
+        self.claimed: dict[str, asyncio.Future[_Stored | None]] = {}
+        self.lookups: list[tuple[str, asyncio.Future[_Stored | None]]] = []
+        self.lookup_wanted = asyncio.Event()
         self.folders: set[str] = set()
         self.results: asyncio.Queue[Outcome | None] = asyncio.Queue()
         self.stopping = asyncio.Event()
@@ -390,43 +431,69 @@ class _Downloader:
         with Session(self.engine) as session:
             return select_page(session, after_id, size, self.species_ids, self.retry_failed)
 
-    def _stored_as(self, sha256: str, image_id: int) -> int | None:
-        """The id of another image already stored with these bytes, if any."""
-        with Session(self.engine) as session:
-            return session.exec(
-                select(Image.id)
-                .where(
-                    col(Image.sha256) == sha256,
-                    col(Image.id) != image_id,
-                    col(Image.download_state) == DownloadState.done.value,
-                )
-                .order_by(col(Image.id))
-                .limit(1)
-            ).first()
+    def _stored_many(self, hashes: Sequence[str]) -> dict[str, _Stored]:
+        """The image already stored with each of these sha256s, where there is one."""
+        query = (
+            select(_IMAGES.c.sha256, _IMAGES.c.id, _IMAGES.c.width, _IMAGES.c.height)
+            .where(
+                _IMAGES.c.sha256.in_(hashes),
+                _IMAGES.c.download_state == DownloadState.done.value,
+            )
+            .order_by(_IMAGES.c.id)
+        )
+        found: dict[str, _Stored] = {}
+        with self.engine.connect() as conn:
+            for sha256, image_id, width, height in conn.execute(query):
+                found.setdefault(sha256, (image_id, width, height))
+        return found
 
     def _commit(self, batch: Sequence[tuple[Outcome, int]]) -> None:
+        """One short transaction: Core executemany, not the ORM (a few µs a row, not 100s)."""
         now = utcnow()
-        rows: list[dict[str, Any]] = []
+        finished, abandoned = [], []
         for outcome, prior in batch:
             row: dict[str, Any] = {
-                "id": outcome.image_id,
-                "download_attempts": prior + outcome.attempts,
-                "updated_at": now,
+                "b_id": outcome.image_id,
+                "b_attempts": prior + outcome.attempts,
+                "b_now": now,
             }
-            if outcome.state is not DownloadState.pending:
-                row.update(
-                    download_state=outcome.state.value,
-                    download_error=outcome.error[:512] if outcome.error else None,
-                    path=outcome.path,
-                    sha256=outcome.sha256,
-                    width=outcome.width,
-                    height=outcome.height,
-                    size_bytes=outcome.size_bytes,
-                )
-            rows.append(row)
-        with Session(self.engine) as session:
-            session.execute(update(Image), rows)  # bulk UPDATE by primary key
-            session.commit()
+            if outcome.state is DownloadState.pending:
+                abandoned.append(row)
+                continue
+            row.update(
+                b_state=outcome.state.value,
+                b_error=outcome.error[:512] if outcome.error else None,
+                b_path=outcome.path,
+                b_sha256=outcome.sha256,
+                b_width=outcome.width,
+                b_height=outcome.height,
+                b_size=outcome.size_bytes,
+            )
+            finished.append(row)
+        with self.engine.begin() as conn:
+            if finished:
+                conn.execute(_SET_RESULT, finished)
+            if abandoned:
+                conn.execute(_SET_ATTEMPTS, abandoned)
+
+    async def _lookups(self) -> None:
+        """Answer `_lookup` calls in batches: one query for all the hashes asked meanwhile."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.lookup_wanted.wait()
+            self.lookup_wanted.clear()
+            batch, self.lookups = self.lookups, []
+            hashes = sorted({sha256 for sha256, _ in batch})
+            found = await loop.run_in_executor(self.db_read, self._stored_many, hashes)
+            for sha256, answer in batch:
+                if not answer.done():
+                    answer.set_result(found.get(sha256))
+
+    async def _lookup(self, sha256: str) -> _Stored | None:
+        answer: asyncio.Future[_Stored | None] = asyncio.get_running_loop().create_future()
+        self.lookups.append((sha256, answer))
+        self.lookup_wanted.set()
+        return await answer
 
     # -- progress
 
@@ -462,11 +529,13 @@ class _Downloader:
         batch: list[tuple[Outcome, int]] = []
         last = time.monotonic()
         while True:
-            wait = max(0.0, self.config.batch_interval - (time.monotonic() - last))
-            try:
-                item: object = await asyncio.wait_for(self.results.get(), wait)
-            except TimeoutError:
-                item = _TICK
+            item: object = _TICK
+            if not self.results.empty():
+                item = self.results.get_nowait()
+            else:
+                wait = max(0.0, self.config.batch_interval - (time.monotonic() - last))
+                with contextlib.suppress(TimeoutError):
+                    item = await asyncio.wait_for(self.results.get(), wait)
             ended = item is None
             if isinstance(item, Outcome):
                 batch.append((item, prior.pop(item.image_id)))
@@ -492,24 +561,21 @@ class _Downloader:
             self.folders.add(folder)
         return path
 
-    def _host_limit(self, url: str) -> asyncio.Semaphore:
-        host = (urlsplit(url).hostname or "").lower()
-        semaphore = self.hosts.get(host)
-        if semaphore is None:
-            semaphore = self.hosts[host] = asyncio.Semaphore(self.config.per_host)
-        return semaphore
-
     async def _fetch(self, clients: _Clients, item: PendingImage) -> tuple[Path, str, int] | None:
         """Stream one photo into a temp file: (temp path, sha256, size), an exception, or None
-        when a stop came while it waited for a connection slot (nothing was sent)."""
-        async with self._host_limit(item.url):
-            client = await clients.free.get()
+        when a stop came while it waited for a connection (nothing was sent)."""
+        host = (urlsplit(item.url).hostname or "").lower()
+        per_host = self.hosts.get(host)
+        if per_host is None:
+            per_host = self.hosts[host] = asyncio.Semaphore(self.config.per_host)
+        async with per_host:
+            client = await clients.acquire(host)
             try:
                 if self.stopping.is_set():
                     return None
                 return await self._get(client, item)
             finally:
-                clients.free.put_nowait(client)
+                clients.release(client, host)
 
     async def _get(self, client: httpx.AsyncClient, item: PendingImage) -> tuple[Path, str, int]:
         try:
@@ -556,39 +622,68 @@ class _Downloader:
             raise
         return tmp, digest.hexdigest(), size
 
-    def _place(self, tmp: Path, relative: Path, sha256: str) -> None:
-        """Move a verified temp file to its content-addressed name and make its thumbnail."""
+    def _verify_and_place(self, tmp: Path, folder: str, sha256: str) -> tuple[ImageInfo, Path]:
+        """Decode the temp file (ValueError says why it is no photo), move it to its
+        content-addressed name and make its thumbnail. Runs on the CPU pool."""
+        info = probe_image(tmp)
+        suffix = FORMAT_SUFFIXES.get(info.format)
+        if suffix is None:
+            raise ValueError(f"not a photo format we keep ({info.format or 'unknown'})")
+        relative = stored_path(folder, sha256, suffix)
         target = self.data_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, target)  # same bytes if it was already there
+        os.replace(tmp, target)  # the same bytes, if a killed run had already put them there
         make_thumbnail(target, self.data_dir, sha256)
+        return info, relative
+
+    async def _same_bytes(self, sha256: str) -> _Stored | None:
+        """The image these bytes are already stored for (in the database or by this run), or
+        None when this caller should store them (it must claim them before its next await)."""
+        while True:
+            claim = self.claimed.get(sha256)
+            if claim is None:
+                found = await self._lookup(sha256)
+                if found is not None:
+                    if sha256 not in self.claimed:
+                        self.claimed[sha256] = asyncio.get_running_loop().create_future()
+                        self.claimed[sha256].set_result(found)
+                    return found
+                claim = self.claimed.get(sha256)  # claimed by another file while we looked?
+                if claim is None:
+                    return None
+            stored = await asyncio.shield(claim)  # a cancelled waiter must not cancel the claim
+            if stored is not None:
+                return stored
+            if self.claimed.get(sha256) is claim:  # its verification failed: try ourselves
+                return None
 
     async def _store(
         self, item: PendingImage, tmp: Path, sha256: str, size: int, attempts: int
     ) -> Outcome:
-        loop = asyncio.get_running_loop()
         try:
+            same = await self._same_bytes(sha256)
+            if same is not None:
+                other, width, height = same
+                return Outcome(
+                    item.id, DownloadState.duplicate, attempts, f"same photo as image {other}",
+                    sha256=sha256, width=width, height=height, size_bytes=size,
+                )  # fmt: skip
+            claim: asyncio.Future[_Stored | None] = asyncio.get_running_loop().create_future()
+            self.claimed[sha256] = claim
             try:
-                info = await loop.run_in_executor(self.cpu, probe_image, tmp)
+                info, relative = await asyncio.get_running_loop().run_in_executor(
+                    self.cpu, self._verify_and_place, tmp, item.folder, sha256
+                )
+                claim.set_result((item.id, info.width, info.height))
             except ValueError as exc:
                 return Outcome(item.id, DownloadState.failed, attempts, str(exc))
-            suffix = FORMAT_SUFFIXES.get(info.format)
-            if suffix is None:
-                reason = f"not a photo format we keep ({info.format or 'unknown'})"
-                return Outcome(item.id, DownloadState.failed, attempts, reason)
-            found = dict(sha256=sha256, width=info.width, height=info.height, size_bytes=size)
-            other = self.claimed.get(sha256)
-            if other is None:
-                other = await loop.run_in_executor(self.db_read, self._stored_as, sha256, item.id)
-                # Another file of this run may have claimed the bytes while we looked.
-                other = self.claimed.get(sha256, other)
-            if other is not None and other != item.id:
-                reason = f"same photo as image {other}"
-                return Outcome(item.id, DownloadState.duplicate, attempts, reason, **found)
-            self.claimed[sha256] = item.id
-            relative = stored_path(item.folder, sha256, suffix)
-            await loop.run_in_executor(self.cpu, self._place, tmp, relative, sha256)
-            return Outcome(item.id, DownloadState.done, attempts, path=relative.as_posix(), **found)
+            finally:
+                if not claim.done():  # failed or cancelled: a later copy verifies itself
+                    claim.set_result(None)
+            return Outcome(
+                item.id, DownloadState.done, attempts, path=relative.as_posix(), sha256=sha256,
+                width=info.width, height=info.height, size_bytes=size,
+            )  # fmt: skip
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -673,9 +768,11 @@ class _Downloader:
             async with asyncio.TaskGroup() as group:
                 writer = group.create_task(self._writer(prior))
                 group.create_task(self._watch_stop(finished))
+                lookups = group.create_task(self._lookups())
                 tasks = await self._feed(group, clients, prior)
                 await self._drain(tasks)
                 finished.set()
+                lookups.cancel()
                 self.results.put_nowait(None)
                 await writer
         except BaseExceptionGroup as group_error:
@@ -689,9 +786,6 @@ class _Downloader:
         r.left = r.selected - r.done - r.duplicate - r.failed
         r.stopped = self.stopping.is_set()
         return r
-
-
-_TICK = object()
 
 
 def _first(error: BaseException) -> BaseException:
@@ -753,5 +847,18 @@ async def download_images_async(
 
 
 def download_images(settings: Settings, **options: Any) -> DownloadReport:
-    """`download_images_async` for synchronous callers (a Celery task, the CLI, tests)."""
-    return asyncio.run(download_images_async(settings, **options))
+    """`download_images_async` for synchronous callers (a Celery task, the CLI, tests).
+
+    Runs on uvloop where it is installed (it comes with uvicorn[standard]): the event loop is
+    where a download spends most of its CPU, and uvloop's costs about half as much.
+    """
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(download_images_async(settings, **options))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional (no Windows build)
+        return None
+    return uvloop.new_event_loop
