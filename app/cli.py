@@ -358,9 +358,11 @@ def demo_data(
 
 
 def _add_subcommands() -> None:
+    from app.cli_curate import curate
     from app.cli_inat import inat
 
     cli.add_typer(inat, name="inat")
+    cli.command("curate")(curate)
 
 
 _add_subcommands()

@@ -432,3 +432,22 @@ class InatObservationKey(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     observation_uuid: str = Field(max_length=36, unique=True, index=True)
+
+
+# --- curation feature cache ----------------------------------------------------------------
+# One feature vector per (image, extractor key such as `colour-texture@1`), so re-running
+# curation only extracts features for new photos. The vector is float32, little-endian bytes.
+
+
+class ImageFeature(SQLModel, table=True):
+    __tablename__ = "image_features"
+    __table_args__ = (
+        sa.UniqueConstraint("image_id", "extractor", name="uq_image_features_image_extractor"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    image_id: int = Field(foreign_key="images.id", index=True, ondelete="CASCADE")
+    extractor: str = Field(max_length=64)
+    dims: int
+    vector: bytes = Field(sa_type=sa.LargeBinary)
+    created_at: datetime = _ts()

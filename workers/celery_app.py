@@ -20,7 +20,9 @@ TASK_MODULES = [
     "workers.tasks.imports",
     "workers.tasks.download",
     "workers.tasks.inat",
+    "workers.tasks.curate",
     "workers.tasks.control",
+    "workers.tasks.datasets",
 ]
 # Redis redelivers an unacknowledged message after this long; training runs for hours and our
 # own start guard already refuses a second run, so make it long rather than surprising.

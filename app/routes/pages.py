@@ -1,4 +1,4 @@
-"""Review and models pages (each grows into its own module with its area)."""
+"""The home redirect and the models page (which grows into its own module with its area)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlmodel import Session, func, select
 
-from app.models import Image, TrainedModel
+from app.models import TrainedModel
 from app.routes.deps import current_user, get_db
 from app.templating import render
 
@@ -20,12 +20,6 @@ def home() -> Response:
 
 def _count(db: Session, model: type) -> int:
     return db.exec(select(func.count()).select_from(model)).one()
-
-
-@router.get("/review")
-def review_page(request: Request, db: Session = Depends(get_db)) -> Response:
-    flagged = db.exec(select(func.count()).select_from(Image).where(Image.flagged)).one()
-    return render(request, "review.html", active="review", flagged=flagged)
 
 
 @router.get("/models")

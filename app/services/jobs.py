@@ -19,6 +19,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from app.models import Job, JobEvent, JobStatus, Worker, utcnow
+from app.services.curation import CurateParams
 from app.services.inat.params import InatIngestParams, InatSelectParams
 from app.services.zip_import import UPLOAD_NAME, import_folder_path
 
@@ -98,6 +99,14 @@ class EndProcessParams(BaseModel):
     pid: int = Field(ge=1, le=2**31 - 1)
 
 
+class DatasetExportParams(BaseModel):
+    """Build a dataset version's zip (split/species/image.jpg + manifest) in the data directory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_version_id: int = Field(ge=1, description="The dataset version to export.")
+
+
 @dataclass(frozen=True)
 class JobKind:
     task: str
@@ -114,6 +123,10 @@ JOB_KINDS: dict[str, JobKind] = {
     "download": JobKind(task="sporeprint.download", params=DownloadParams, queues=("io",)),
     "inat-ingest": JobKind(task="sporeprint.inat_ingest", params=InatIngestParams, queues=("io",)),
     "inat-select": JobKind(task="sporeprint.inat_select", params=InatSelectParams, queues=("io",)),
+    "curate": JobKind(task="sporeprint.curate", params=CurateParams, queues=("gpu",)),
+    "dataset-export": JobKind(
+        task="sporeprint.dataset_export", params=DatasetExportParams, queues=("io",)
+    ),
     "end-process": JobKind(
         task="sporeprint.end_process",
         params=EndProcessParams,

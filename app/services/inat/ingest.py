@@ -8,7 +8,8 @@ observers, so a full dump (hundreds of millions of photo rows) never lands on di
    roots and every taxon whose ancestry passes through one;
 2. observations.csv: rows whose taxon was kept; their UUIDs go into a compact key set;
 3. photos.csv: rows of kept observations, filtered 64k rows at a time against that set;
-4. observers.csv: the people behind the kept observations and photos.
+4. observers.csv: the people behind the kept observations (on iNaturalist only an
+   observation's owner adds its photos, so they are the photographers too).
 
 All four loads are one transaction: a malformed line anywhere (reported with its file and line)
 loads nothing and leaves the previous staging data as it was, and a successful ingest replaces
@@ -22,10 +23,13 @@ short final transaction.
 
 from __future__ import annotations
 
+import gc
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
+from itertools import compress
 from pathlib import Path
 from re import Match
 from typing import Any
@@ -46,9 +50,14 @@ TABLES = {
     "photos": InatPhoto.__tablename__,
     "observers": InatObserver.__tablename__,
 }
-FILTER_BATCH = 65_536  # photo rows checked against the kept observations at once
-COPY_CHUNK = 1 << 18  # characters handed to COPY per read
-SQLITE_BATCH = 5_000
+# The columns each filter reads (all others only need checking, on the way to COPY).
+FILTER_COLUMNS = {
+    "taxa": ("taxon_id", "ancestry"),
+    "observations": ("observation_uuid", "observer_id", "taxon_id"),
+    "photos": ("observation_uuid",),
+    "observers": ("observer_id",),
+}
+COPY_CHUNK = 1 << 18  # what psycopg2 asks `read()` for (a whole batch comes back)
 READ_SHARE = 0.95  # of the progress bar; the rest is rebuilding indexes / the final swap
 
 
@@ -57,7 +66,8 @@ class FileReport:
     file: str
     rows_read: int = 0
     rows_kept: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # reading, checking, filtering, loading
+    finish_seconds: float = 0.0  # its table's key, indexes and statistics (PostgreSQL)
     sanitized: int = 0
 
     @property
@@ -77,7 +87,7 @@ class FileReport:
         return {
             "file": self.file, "rows_read": self.rows_read, "rows_kept": self.rows_kept,
             "seconds": round(self.seconds, 3), "rows_per_s": round(self.rows_per_s),
-            "sanitized": self.sanitized,
+            "finish_seconds": round(self.finish_seconds, 3), "sanitized": self.sanitized,
         }  # fmt: skip
 
 
@@ -86,6 +96,7 @@ class IngestReport:
     directory: str
     root_taxa: dict[str, list[int]] = field(default_factory=dict)  # name → taxon ids
     files: dict[str, FileReport] = field(default_factory=dict)
+    finish_seconds: float = 0.0  # rebuilding keys and indexes (PostgreSQL) / the swap (SQLite)
     seconds: float = 0.0
 
     def kept(self, kind: str) -> int:
@@ -100,6 +111,7 @@ class IngestReport:
             "photos": self.kept("photos"),
             "observers": self.kept("observers"),
             "files": [f.as_dict() for f in self.files.values()],
+            "finish_seconds": round(self.finish_seconds, 3),
             "seconds": round(self.seconds, 3),
         }
 
@@ -179,8 +191,8 @@ class _KeySet:
         self._hashes = array("q")
         self._sorted = np.empty(0, dtype=np.int64)
 
-    def add(self, key: str) -> None:
-        self._hashes.append(hash(key))
+    def extend(self, keys: list[str]) -> None:
+        self._hashes.extend(map(hash, keys))
 
     def freeze(self) -> None:
         self._sorted = np.unique(np.frombuffer(self._hashes, dtype=np.int64))
@@ -189,10 +201,10 @@ class _KeySet:
     def __len__(self) -> int:
         return len(self._sorted)
 
-    def contains(self, hashes: array[int]) -> list[bool]:
-        wanted = np.frombuffer(hashes, dtype=np.int64)
-        if not len(self._sorted) or not len(wanted):
-            return [False] * len(wanted)
+    def contains(self, keys: list[str]) -> list[bool]:
+        if not len(self._sorted) or not keys:
+            return [False] * len(keys)
+        wanted = np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))
         index = np.searchsorted(self._sorted, wanted)
         index[index == len(self._sorted)] = 0
         return (self._sorted[index] == wanted).tolist()
@@ -202,39 +214,32 @@ class _KeySet:
 
 
 class _CopyStream:
-    """A file-like object for `copy_expert`: pulls COPY lines from an iterator on demand.
+    """A file-like object for `copy_expert`: each `read()` pulls the next chunk of COPY text
+    (one batch of rows) from a generator, so the file streams and is never held whole.
 
     psycopg2 turns an exception raised inside `read()` into a generic COPY error; the original
     (a DumpError naming the line, a cancelled job) is kept here to be raised again.
     """
 
-    def __init__(self, lines: Iterable[str]) -> None:
-        self._lines = iter(lines)
+    def __init__(self, chunks: Iterable[str]) -> None:
+        self._chunks = iter(chunks)
         self.error: BaseException | None = None
 
-    def read(self, size: int = COPY_CHUNK) -> str:
-        size = size if size and size > 0 else COPY_CHUNK
-        parts: list[str] = []
-        count = 0
+    def read(self, size: int = -1) -> str:
         try:
-            for line in self._lines:
-                parts.append(line)
-                count += len(line) + 1
-                if count >= size:
-                    break
+            for chunk in self._chunks:
+                if chunk:
+                    return chunk
         except BaseException as exc:
             self.error = exc
             raise
-        if not parts:
-            return ""
-        parts.append("")
-        return "\n".join(parts)
+        return ""
 
 
 class _PostgresLoader:
     """One transaction on a raw psycopg2 connection: TRUNCATE, drop keys, COPY, rebuild keys."""
 
-    wants_text = True
+    copy = True
 
     def __init__(self, engine: Engine) -> None:
         self.dialect = engine.dialect
@@ -253,9 +258,9 @@ class _PostgresLoader:
                 self._ddl(DropIndex(index))
             self._ddl(DropConstraint(table.primary_key))
 
-    def load(self, kind: str, columns: list[str], rows: Iterable[Any]) -> None:
-        stream = _CopyStream(rows)
-        names = ", ".join(f'"{c}"' for c in columns)
+    def load(self, kind: str, table: TsvTable, batches: Iterable[list[Match[str]]]) -> None:
+        stream = _CopyStream(map(table.copy_text, batches))
+        names = ", ".join(f'"{c}"' for c in table.copy_columns)
         sql = (
             f"COPY {TABLES[kind]} ({names}) FROM STDIN "
             "WITH (FORMAT csv, DELIMITER E'\\t', QUOTE E'\\x01', NULL '')"
@@ -269,8 +274,11 @@ class _PostgresLoader:
         if stream.error is not None:  # pragma: no cover (psycopg2 always fails the COPY)
             raise stream.error
 
-    def finish(self, files: dict[str, Path]) -> None:
+    def finish(self, files: dict[str, Path]) -> dict[str, float]:
+        """Rebuild keys and indexes, gather statistics, commit; seconds spent per table."""
+        seconds: dict[str, float] = {}
         for kind, name in TABLES.items():
+            started = time.perf_counter()
             table = SQLModel.metadata.tables[name]
             try:
                 self._ddl(AddConstraint(table.primary_key))
@@ -281,19 +289,21 @@ class _PostgresLoader:
                     f"{files[kind].name} repeats a row key: {_first_line(exc)}"
                 ) from exc
             self._cursor.execute(f"ANALYZE {name}")
+            seconds[kind] = time.perf_counter() - started
         self._conn.commit()
+        return seconds
 
     def close(self) -> None:
-        try:
-            self._conn.rollback()  # a no-op after commit
-        finally:
-            self._conn.close()
+        # A no-op after commit; after a failure it must not hide the error that got us here.
+        with suppress(Exception):
+            self._conn.rollback()
+        self._conn.close()
 
 
 class _SqliteLoader:
     """Temporary tables (private to this connection, no database lock), then one swap."""
 
-    wants_text = False
+    copy = False
 
     def __init__(self, engine: Engine) -> None:
         self._conn = engine.raw_connection()
@@ -305,27 +315,25 @@ class _SqliteLoader:
             self._db.execute(f"CREATE TEMP TABLE load_{name} AS SELECT * FROM main.{name} WHERE 0")
         self._db.commit()
 
-    def load(self, kind: str, columns: list[str], rows: Iterable[Any]) -> None:
-        name = TABLES[kind]
+    def load(self, kind: str, table: TsvTable, batches: Iterable[list[Match[str]]]) -> None:
+        columns = table.copy_columns
         sql = (
-            f"INSERT INTO temp.load_{name} ({', '.join(columns)}) "
+            f"INSERT INTO temp.load_{TABLES[kind]} ({', '.join(columns)}) "
             f"VALUES ({', '.join('?' for _ in columns)})"
         )
-        batch: list[Any] = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= SQLITE_BATCH:
-                self._db.executemany(sql, batch)
-                batch.clear()
-        if batch:
-            self._db.executemany(sql, batch)
+        for batch in batches:
+            if batch:
+                self._db.executemany(sql, table.values(batch))
         self._db.commit()
 
-    def finish(self, files: dict[str, Path]) -> None:
+    def finish(self, files: dict[str, Path]) -> dict[str, float]:
+        """Swap the loaded rows into the staging tables; seconds spent per table."""
         import sqlite3
 
+        seconds: dict[str, float] = {}
         self._db.execute("BEGIN IMMEDIATE")
         for kind, name in TABLES.items():
+            started = time.perf_counter()
             columns = ", ".join(c.name for c in SQLModel.metadata.tables[name].columns)
             self._db.execute(f"DELETE FROM main.{name}")
             try:
@@ -334,16 +342,17 @@ class _SqliteLoader:
                 )
             except sqlite3.IntegrityError as exc:
                 raise DumpError(f"{files[kind].name} repeats a row key: {exc}") from exc
+            seconds[kind] = time.perf_counter() - started
         self._db.commit()
+        return seconds
 
     def close(self) -> None:
-        try:
+        with suppress(Exception):  # never hide the error that got us here
             self._db.rollback()
             for name in TABLES.values():
                 self._db.execute(f"DROP TABLE IF EXISTS temp.load_{name}")
             self._db.commit()
-        finally:
-            self._conn.close()
+        self._conn.close()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -377,65 +386,48 @@ def _find_roots(table: TsvTable, names: list[str]) -> dict[str, list[int]]:
     return roots
 
 
-def _kept_taxa(table: TsvTable, roots: set[str], kept: set[str], report: FileReport) -> Iterator:
+Batches = Iterator[list[Match[str]]]
+
+
+def _kept_taxa(table: TsvTable, roots: set[str], kept: set[str], report: FileReport) -> Batches:
     g_id, g_ancestry = table.groups["taxon_id"], table.groups["ancestry"]
-    for match in table.rows():
-        taxon_id = match.group(g_id)
-        if taxon_id in roots or any(a in roots for a in match.group(g_ancestry).split("/")):
-            kept.add(taxon_id)
-            report.rows_kept += 1
-            yield match
+    for batch in table.batches():
+        out = [
+            m for m in batch
+            if m.group(g_id) in roots or not roots.isdisjoint(m.group(g_ancestry).split("/"))
+        ]  # fmt: skip
+        kept.update([m.group(g_id) for m in out])
+        report.rows_kept += len(out)
+        yield out
 
 
 def _kept_observations(
     table: TsvTable, taxa: set[str], keys: _KeySet, observers: set[str], report: FileReport
-) -> Iterator[Match[str]]:
+) -> Batches:
     g_taxon, g_uuid = table.groups["taxon_id"], table.groups["observation_uuid"]
     g_observer = table.groups["observer_id"]
-    for match in table.rows():
-        if match.group(g_taxon) in taxa:
-            keys.add(match.group(g_uuid))
-            observers.add(match.group(g_observer))
-            report.rows_kept += 1
-            yield match
+    for batch in table.batches():
+        out = [m for m in batch if m.group(g_taxon) in taxa]
+        keys.extend([m.group(g_uuid) for m in out])
+        observers.update([m.group(g_observer) for m in out])
+        report.rows_kept += len(out)
+        yield out
 
 
-def _kept_photos(
-    table: TsvTable, keys: _KeySet, observers: set[str], report: FileReport
-) -> Iterator[Match[str]]:
-    g_uuid, g_observer = table.groups["observation_uuid"], table.groups["observer_id"]
-    batch: list[Match[str]] = []
-    hashes = array("q")
-    for match in table.rows():
-        batch.append(match)
-        hashes.append(hash(match.group(g_uuid)))
-        if len(batch) >= FILTER_BATCH:
-            yield from _filter_batch(batch, hashes, keys, observers, g_observer, report)
-            batch, hashes = [], array("q")
-    yield from _filter_batch(batch, hashes, keys, observers, g_observer, report)
+def _kept_photos(table: TsvTable, keys: _KeySet, report: FileReport) -> Batches:
+    g_uuid = table.groups["observation_uuid"]
+    for batch in table.batches():
+        out = list(compress(batch, keys.contains([m.group(g_uuid) for m in batch])))
+        report.rows_kept += len(out)
+        yield out
 
 
-def _filter_batch(
-    batch: list[Match[str]],
-    hashes: array[int],
-    keys: _KeySet,
-    observers: set[str],
-    g_observer: int,
-    report: FileReport,
-) -> Iterator[Match[str]]:
-    for match, keep in zip(batch, keys.contains(hashes), strict=True):
-        if keep:
-            observers.add(match.group(g_observer))
-            report.rows_kept += 1
-            yield match
-
-
-def _kept_observers(table: TsvTable, wanted: set[str], report: FileReport) -> Iterator:
+def _kept_observers(table: TsvTable, wanted: set[str], report: FileReport) -> Batches:
     g_id = table.groups["observer_id"]
-    for match in table.rows():
-        if match.group(g_id) in wanted:
-            report.rows_kept += 1
-            yield match
+    for batch in table.batches():
+        out = [m for m in batch if m.group(g_id) in wanted]
+        report.rows_kept += len(out)
+        yield out
 
 
 def ingest_dump(
@@ -461,11 +453,11 @@ def ingest_dump(
     sizes = {kind: path.stat().st_size for kind, path in files.items()}
     tracker = _Tracker(2 * sizes["taxa"] + sum(sizes.values()), progress)
 
-    def open_table(kind: str) -> TsvTable:
-        return TsvTable(files[kind], kind, on_progress=tracker.tick)
+    def open_table(kind: str, capture: Iterable[str] | None = None) -> TsvTable:
+        return TsvTable(files[kind], kind, on_progress=tracker.tick, capture=capture)
 
     # Pass 1: find the roots (and check taxa.csv through) before touching the database.
-    with open_table("taxa") as table:
+    with open_table("taxa", ("taxon_id", "name", "active")) as table:
         tracker.begin(FileReport(table.name))
         report.root_taxa = _find_roots(table, names)
         tracker.end(table)
@@ -481,32 +473,40 @@ def ingest_dump(
     taxa: set[str] = set()
     observation_keys = _KeySet()
     observers: set[str] = set()
+    gc_was_enabled = gc.isenabled()
     try:
+        # Millions of short-lived match objects and no reference cycles: the cyclic collector
+        # would only cost time (about a fifth of it), so it rests until the load is over.
+        gc.disable()
         loader.begin()
         for kind in TABLES:
             file_report = report.files[kind] = FileReport(files[kind].name)
-            with open_table(kind) as table:
+            with open_table(kind, FILTER_COLUMNS[kind] if loader.copy else None) as table:
                 tracker.begin(file_report)
                 if kind == "taxa":
-                    kept: Iterator[Match[str]] = _kept_taxa(table, roots, taxa, file_report)
+                    kept: Batches = _kept_taxa(table, roots, taxa, file_report)
                 elif kind == "observations":
                     kept = _kept_observations(table, taxa, observation_keys, observers, file_report)
                 elif kind == "photos":
                     observation_keys.freeze()
-                    kept = _kept_photos(table, observation_keys, observers, file_report)
+                    kept = _kept_photos(table, observation_keys, file_report)
                 else:
                     observers.discard("")
                     kept = _kept_observers(table, observers, file_report)
-                render = table.record if loader.wants_text else table.values
-                loader.load(kind, table.copy_columns, map(render, kept))
+                loader.load(kind, table, kept)
                 tracker.end(table)
             say(file_report.summary())
         tracker.stage(
-            "rebuilding indexes" if loader.wants_text else "saving the staging tables",
+            "rebuilding indexes" if loader.copy else "saving the staging tables",
             READ_SHARE,
         )
-        loader.finish(files)
+        finishing = time.perf_counter()
+        for kind, seconds in loader.finish(files).items():
+            report.files[kind].finish_seconds = seconds
+        report.finish_seconds = time.perf_counter() - finishing
     finally:
+        if gc_was_enabled:
+            gc.enable()
         loader.close()
     report.seconds = time.perf_counter() - started
     tracker.stage("done", 1.0)

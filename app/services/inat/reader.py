@@ -17,13 +17,14 @@ import io
 import os
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 FILES = ("taxa", "observations", "photos", "observers")
+BATCH_ROWS = 2_048  # rows handed on at once: small enough to stay in cache
 PROGRESS_EVERY = 65_536  # lines between progress callbacks
 
 Kind = Literal["uuid", "bigint", "int", "float", "bool", "date", "ancestry", "text"]
@@ -168,10 +169,11 @@ def find_dump(directory: str | os.PathLike[str]) -> dict[str, Path]:
 
 
 class TsvTable:
-    """One dump file, opened for streaming: `rows()` yields one `re.Match` per valid line.
+    """One dump file, opened for streaming: `batches()` yields lists of `re.Match`, one per
+    valid line (`rows()` the same, one by one).
 
-    `groups[name]` is the match group that holds column `name`; `record(m)` is the row as a line
-    for a PostgreSQL COPY of `copy_columns`, `values(m)` the same row as Python values.
+    `groups[name]` is the match group that holds column `name`; `copy_text(batch)` is the rows
+    as PostgreSQL COPY text for `copy_columns`, `values(batch)` the same as Python tuples.
     """
 
     def __init__(
@@ -180,7 +182,11 @@ class TsvTable:
         kind: str,
         *,
         on_progress: Callable[[TsvTable], None] | None = None,
+        capture: Collection[str] | None = None,
     ) -> None:
+        """`capture`: the columns the caller reads from each match (None: all, as `values()`
+        needs). Fewer capture groups make a faster match; they are used when the lines go to
+        COPY unchanged."""
         self.path = path
         self.kind = kind
         self.name = path.name
@@ -198,14 +204,14 @@ class TsvTable:
             self._text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="\n")
             with self._read_errors():
                 header_line = self._text.readline()
-            self._setup(header_line)
+            self._setup(header_line, capture)
         except BaseException:
             self.close()
             raise
 
     # --- set-up ---------------------------------------------------------------------------
 
-    def _setup(self, header_line: str) -> None:
+    def _setup(self, header_line: str, capture: Collection[str] | None) -> None:
         if not header_line.strip():
             raise DumpError(f"{self.name} is empty (expected a header row)")
         self.line_no = 1
@@ -224,20 +230,37 @@ class TsvTable:
             )
         self.file_columns: list[Column | None] = [by_name.get(f) for f in self.header]
         self.columns = [c for c in self.file_columns if c is not None]
-        self.groups = {c.name: i + 1 for i, c in enumerate(self.file_columns) if c is not None}
-        self._regex = re.compile("\t".join(f"({_pattern(c)})" for c in self.file_columns), re.ASCII)
         # Every column known: COPY the line as it is, in the file's own column order.
         self.passthrough = all(c is not None for c in self.file_columns)
+        wanted = None if capture is None or not self.passthrough else set(capture)
+        captured = [
+            c is not None and (wanted is None or c.name in wanted or c.kind == "date")
+            for c in self.file_columns
+        ]
+        self._regex = re.compile(
+            "\t".join(
+                f"({_pattern(c)})" if keep else f"(?:{_pattern(c)})"
+                for c, keep in zip(self.file_columns, captured, strict=True)
+            ),
+            re.ASCII,
+        )
+        kept = [c for c, keep in zip(self.file_columns, captured, strict=True) if keep]
+        self.groups = {c.name: number for number, c in enumerate(kept, start=1) if c is not None}
         self.copy_columns = [c.name for c in self.columns]
-        self._indices = [self.groups[n] for n in self.copy_columns]
+        self._all_groups = len(self.groups) == len(self.columns)
+        self._indices = [self.groups.get(n, 0) for n in self.copy_columns]
         self._converters = [_converter(c) for c in self.columns]
-        self._dates = [self.groups[c.name] for c in self.columns if c.kind == "date"]
+        self._dates = [(self.groups[c.name], c.name) for c in self.columns if c.kind == "date"]
 
     # --- reading --------------------------------------------------------------------------
 
-    def rows(self) -> Iterator[re.Match[str]]:
-        fullmatch = self._regex.fullmatch
-        dates, on_progress = self._dates, self._on_progress
+    def batches(self) -> Iterator[list[re.Match[str]]]:
+        """Valid rows, `BATCH_ROWS` at a time: one list per step keeps the per-row cost down to
+        the regular expression. The progress hook runs every `PROGRESS_EVERY` lines, after the
+        batch that crosses the mark has been consumed."""
+        fullmatch, dates, size = self._regex.fullmatch, self._dates, BATCH_ROWS
+        next_report = self.line_no + PROGRESS_EVERY
+        batch: list[re.Match[str]] = []
         with self._read_errors():
             for line in self._text:
                 self.line_no += 1
@@ -247,11 +270,22 @@ class TsvTable:
                     if not body.strip():
                         continue  # a blank line (often the last)
                     match = self._slow_match(body)
-                for group in dates:
-                    self._check_date(match.group(group), group)
-                if on_progress is not None and self.line_no % PROGRESS_EVERY == 0:
-                    on_progress(self)
-                yield match
+                if dates:
+                    for group, name in dates:
+                        self._check_date(match.group(group), name)
+                batch.append(match)
+                if len(batch) >= size:
+                    yield batch
+                    batch = []
+                    if self._on_progress is not None and self.line_no >= next_report:
+                        next_report = self.line_no + PROGRESS_EVERY
+                        self._on_progress(self)
+        if batch:
+            yield batch
+
+    def rows(self) -> Iterator[re.Match[str]]:
+        for batch in self.batches():
+            yield from batch
 
     def _slow_match(self, body: str) -> re.Match[str]:
         """A line the fast pattern refused: clean control characters, or say what is wrong."""
@@ -282,12 +316,11 @@ class TsvTable:
             )
         raise self.error("cannot be read")  # pragma: no cover (every column matched)
 
-    def _check_date(self, value: str, group: int) -> None:
+    def _check_date(self, value: str, name: str) -> None:
         if value:
             try:
                 date.fromisoformat(value)
             except ValueError:
-                name = self.header[group - 1]
                 raise self.error(f"column {name}: {value!r} is not a real date") from None
 
     class _Errors:
@@ -319,18 +352,21 @@ class TsvTable:
 
     # --- rows out -------------------------------------------------------------------------
 
-    def record(self, match: re.Match[str]) -> str:
-        """The row as one line of COPY text (no newline), in `copy_columns` order."""
+    def copy_text(self, batch: list[re.Match[str]]) -> str:
+        """Rows as COPY text (tab-separated lines, `copy_columns` order)."""
         if self.passthrough:
-            return match.string
-        return "\t".join([match.group(i) for i in self._indices])
+            lines = [match.string for match in batch]
+        else:
+            indices = self._indices
+            lines = ["\t".join([match.group(i) for i in indices]) for match in batch]
+        lines.append("")
+        return "\n".join(lines)
 
-    def values(self, match: re.Match[str]) -> tuple[Any, ...]:
-        """The row as Python values, in `copy_columns` order."""
-        return tuple(
-            convert(match.group(index))
-            for convert, index in zip(self._converters, self._indices, strict=True)
-        )
+    def values(self, batch: list[re.Match[str]]) -> list[tuple[Any, ...]]:
+        """Rows as tuples of Python values, in `copy_columns` order."""
+        assert self._all_groups, "opened with capture= a subset of the columns"
+        pairs = list(zip(self._converters, self._indices, strict=True))
+        return [tuple(convert(match.group(i)) for convert, i in pairs) for match in batch]
 
     # --- bookkeeping ----------------------------------------------------------------------
 

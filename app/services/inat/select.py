@@ -39,7 +39,6 @@ from app.models import (
     InatPhoto,
     InatTaxon,
     Species,
-    utcnow,
 )
 from app.services.inat.params import InatSelectParams
 
@@ -383,19 +382,21 @@ def _fill_species(
         if len(rows) < page:
             break
     keys = _observation_keys(session, {row.observation_uuid for row in picks})
-    now = utcnow()
-    for row in picks:
-        observer = row.observer if row.observer is not None and row.observer <= MAX_INT32 else None
-        session.add(
-            Image(
-                species_id=species.id, source=ImageSource.inat, source_ref=str(row.photo_id),
-                source_url=photo_url(base_url, row.photo_id, params.photo_size, row.extension),
-                observation_id=keys[row.observation_uuid], observer_id=observer,
-                license=row.license,
-                attribution=attribution(row.license, row.name, row.login, row.observer),
-                download_state=DownloadState.pending, created_at=now, updated_at=now,
-            )
-        )  # fmt: skip
+    rows = [
+        {
+            "species_id": species.id, "source": ImageSource.inat.value,
+            "source_ref": str(row.photo_id),
+            "source_url": photo_url(base_url, row.photo_id, params.photo_size, row.extension),
+            "observation_id": keys[row.observation_uuid],
+            "observer_id": row.observer if row.observer and row.observer <= MAX_INT32 else None,
+            "license": row.license,
+            "attribution": attribution(row.license, row.name, row.login, row.observer),
+            "download_state": DownloadState.pending.value,
+        }
+        for row in picks
+    ]  # fmt: skip
+    if rows:  # one multi-row INSERT; the other columns take the model's defaults
+        session.execute(sa.insert(Image), rows)
     result.added = len(picks)
     result.total = len(present) + len(picks)
     return result
