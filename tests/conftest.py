@@ -207,9 +207,13 @@ def sleeper() -> Iterator[subprocess.Popen]:
     process.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, driven by Playwright; one per test session."""
+    """Debian's Chromium, driven by Playwright; one per test module.
+
+    Not per session: Playwright's sync API keeps an event loop running on the main thread while
+    it lives, and later tests that call `asyncio.run` (the downloader) need that thread free.
+    """
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
