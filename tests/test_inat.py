@@ -530,3 +530,57 @@ def test_command_line(sqlite_settings: Settings, folder: Path) -> None:
     )
     with Session(get_engine(sqlite_settings.db_url)) as session:
         assert session.exec(select(func.count()).select_from(Image)).one() == 6
+
+
+@pytest.mark.integration
+def test_from_dump_to_photos_on_disk(
+    pg_settings: Settings, folder: Path, start_worker: Callable, tmp_path: Path
+) -> None:
+    """The whole road in: ingest → selection → download from a (local) photo host."""
+    import io
+
+    from photohost import PhotoHost, Route
+    from PIL import Image as PILImage
+
+    from app.models import DownloadState
+    from app.services import migrations
+
+    with PhotoHost() as host:
+        settings = pg_settings.model_copy(update={"inat_photo_base_url": host.url("")})
+        migrations.upgrade(settings.db_url)
+        start_worker(settings, "io", name="io@road")
+
+        def run(kind: str, **params: object) -> Job:
+            with session_scope(settings.db_url) as session:
+                job_id = dispatch.submit(session, settings, kind, params=params).id
+            return wait_for(lambda: _finished(settings, job_id), 90, what=kind)
+
+        assert run("inat-ingest", directory=str(folder)).status == JobStatus.succeeded
+        assert run("inat-select", top=3, per_species=4).status == JobStatus.succeeded
+        with session_scope(settings.db_url) as session:
+            urls = sorted(session.exec(select(Image.source_url)).all())
+        assert urls and all(u.startswith(host.url("/photos/")) for u in urls)
+
+        def jpeg(shade: int) -> bytes:
+            out = io.BytesIO()
+            PILImage.new("RGB", (48, 40), (shade, 90, 40)).save(out, "JPEG")
+            return out.getvalue()
+
+        missing, truncated, *good = urls
+        host.add(missing.removeprefix(host.url("")), Route(status=404))
+        host.add(truncated.removeprefix(host.url("")), Route(body=jpeg(1)[:120]))
+        for shade, url in enumerate(good, start=2):
+            host.add(url.removeprefix(host.url("")), Route(body=jpeg(shade * 9)))
+
+        done = run("download")
+        assert done.status == JobStatus.succeeded, done.error
+
+    with session_scope(settings.db_url) as session:
+        images = {i.source_url: i for i in session.exec(select(Image)).all()}
+    assert images[missing].download_state == DownloadState.failed
+    assert "404" in images[missing].download_error
+    assert images[truncated].download_state == DownloadState.failed
+    assert all(images[u].download_state == DownloadState.done for u in good)
+    assert all((settings.data_dir / images[u].path).is_file() for u in good)
+    leftovers = [p for p in settings.data_dir.rglob("*.part")]
+    assert leftovers == []
