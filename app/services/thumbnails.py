@@ -14,6 +14,9 @@ from app.services.photos import MAX_PIXELS
 THUMBS_DIR = "thumbs"
 THUMB_SIZE = 320  # longest side, px: sharp in a 160 px grid cell on a 2x screen
 THUMB_QUALITY = 80
+# libwebp's effort (0-6): 0 encodes about twice as fast as 4 for a few percent more bytes,
+# and thumbnails are made on the download's critical path.
+THUMB_METHOD = 0
 
 
 def thumbnail_path(sha256: str) -> Path:
@@ -39,7 +42,7 @@ def make_thumbnail(source: Path, data_dir: Path, sha256: str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".thumb-", suffix=".webp")
     try:
         with os.fdopen(fd, "wb") as out:
-            thumb.save(out, "WEBP", quality=THUMB_QUALITY, method=4)
+            thumb.save(out, "WEBP", quality=THUMB_QUALITY, method=THUMB_METHOD)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
