@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from sqlmodel import Session, col, func, select
-from support import wait_for
+from support import PASSWORD, login, wait_for
 
 from app.config import Settings
 from app.db import get_engine, session_scope
+from app.main import create_app
 from app.models import (
     CurationRun,
     Image,
@@ -22,9 +24,10 @@ from app.models import (
     JobStatus,
     ReviewEvent,
     ReviewState,
+    Role,
     Species,
 )
-from app.services import dispatch, migrations
+from app.services import auth, dispatch, migrations
 from app.services.curation import CurationError, run_curation
 from app.services.demo_data import generate_demo_dataset, read_manifest
 from app.services.imports import import_folder
@@ -260,6 +263,40 @@ def test_duplicate_across_species_is_a_conflict(
     name = sdb.get(Species, conflicts[0]["species_ids"][1]).scientific_name
     only = run_curation(sdb, sqlite_settings, {**FALLBACK, "species": [name]})
     assert only.conflicts == 1 and only.images == 17
+
+    # The review page shows the run (and its extractor) and the conflict, with both photos.
+    auth.create_user(sdb, "cora", PASSWORD, Role.curator)
+    sdb.commit()
+    with TestClient(create_app(sqlite_settings)) as client:
+        login(client, "cora", PASSWORD)
+        html = client.get("/review").text
+    assert f"Latest run #{only.run_id}" in html and "<code>colour-texture@1</code>" in html
+    panel = html[html.index("Label conflicts") :]
+    for image_id in conflicts[0]["image_ids"]:
+        assert f'href="/images/{image_id}"' in panel
+
+
+def test_curation_can_be_started_from_the_review_page(
+    sdb: Session, sqlite_settings: Settings
+) -> None:
+    auth.create_user(sdb, "cora", PASSWORD, Role.curator)
+    auth.create_user(sdb, "vic", PASSWORD, Role.viewer)
+    sdb.commit()
+    with TestClient(create_app(sqlite_settings)) as client:
+        csrf = login(client, "vic", PASSWORD)
+        assert 'id="run-curation"' not in client.get("/review").text
+        assert client.post("/review/curate", data={"csrf_token": csrf}).status_code == 403
+        client.cookies.clear()
+        csrf = login(client, "cora", PASSWORD)
+        assert "No curation run yet" in client.get("/review").text
+        started = client.post("/review/curate", data={"csrf_token": csrf}, follow_redirects=False)
+    assert started.status_code == 303
+    job = sdb.exec(select(Job)).one()
+    assert (job.kind, job.queue, started.headers["location"]) == (
+        "curate",
+        "gpu",
+        f"/jobs/{job.id}",
+    )
 
 
 def test_parameters_are_honoured(sdb: Session, sqlite_settings: Settings, small: Path) -> None:

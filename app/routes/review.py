@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from sqlmodel import Session
 
+from app.config import Settings
 from app.models import ReviewState, Role, Species, User
-from app.routes.deps import current_user, get_db, require_role
-from app.services import auth, dbscan_plot, review
+from app.routes.deps import current_user, get_db, get_settings, require_role
+from app.services import auth, curation_view, dbscan_plot, dispatch, review
 from app.services.review import Decision, QueueView, ReviewError
 from app.templating import render
 
@@ -84,10 +85,22 @@ def _queue_response(
         )
     species = _species(db, species_id) if species_id is not None else None
     picture = dbscan_plot.picture(db, species_id) if species_id is not None else None
+    curation = curation_view.latest(db) if species_id is None else None
     return render(
         request, "review.html", active="review", headers=headers,
-        species=species, picture=picture, **context,
+        species=species, picture=picture, curation=curation, **context,
     )  # fmt: skip
+
+
+@router.post("/review/curate")
+def start_curation(
+    user: User = Depends(require_role(Role.curator)),
+    db: Session = Depends(get_db),
+    settings: Settings = Depends(get_settings),
+) -> Response:
+    """Run curation over every species (defaults: eps from the k-distance knee) as a job."""
+    job = dispatch.submit(db, settings, "curate", user_id=user.id)
+    return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 
 @router.get("/review")
