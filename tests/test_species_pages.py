@@ -326,3 +326,34 @@ def test_viewer_sees_pages_but_no_import_forms(
     empty = loaded.exec(select(Species).where(Species.scientific_name == "Zzz emptyus")).one()
     page = client.get(f"/species/{empty.id}")
     assert page.status_code == 200 and "No photos" in page.text and "tile-grid" not in page.text
+
+
+def test_pending_photos_can_be_downloaded_from_the_list(
+    client: TestClient, db: Session, make_user: Callable
+) -> None:
+    from app.models import Job
+
+    species = Species(scientific_name="Boletus edulis")
+    db.add(species)
+    db.flush()
+    for n in range(3):
+        db.add(Image(species_id=species.id, source="inat", source_ref=str(n),
+                     source_url=f"http://photos.invalid/{n}.jpg"))  # fmt: skip
+    db.commit()
+    make_user("vic", Role.viewer)
+    make_user("cora", Role.curator)
+
+    csrf = login(client, "vic", PASSWORD)
+    assert 'id="download-pending"' not in client.get("/species").text
+    assert client.post("/species/download", data={"csrf_token": csrf}).status_code == 403
+
+    client.cookies.clear()
+    csrf = login(client, "cora", PASSWORD)
+    assert "Download 3 pending photos" in client.get("/species").text
+    started = client.post("/species/download", data={"csrf_token": csrf}, follow_redirects=False)
+    job = db.exec(select(Job)).one()
+    assert (job.kind, job.queue, started.headers["location"]) == (
+        "download",
+        "io",
+        f"/jobs/{job.id}",
+    )

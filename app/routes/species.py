@@ -64,6 +64,7 @@ def species_page(
         request, "species.html", active="species", headers=headers,
         species_total=catalog.species_total(db),
         can_import=auth.has_role(user, Role.curator),
+        pending=catalog.pending_downloads(db),
         max_upload_bytes=settings.max_upload_bytes,
         **context,
     )  # fmt: skip
@@ -77,6 +78,17 @@ def load_demo(
 ) -> Response:
     """The first-run offer: draw the synthetic dataset and import it, as a job to watch."""
     job = dispatch.submit(db, settings, "demo-data", user_id=user.id)
+    return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+
+@router.post("/species/download")
+def download_pending(
+    user: User = Depends(require_role(Role.curator)),
+    db: Session = Depends(get_db),
+    settings: Settings = Depends(get_settings),
+) -> Response:
+    """Fetch every pending photo (resumable: a second run takes only what is left)."""
+    job = dispatch.submit(db, settings, "download", user_id=user.id)
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 

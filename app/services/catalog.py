@@ -126,6 +126,14 @@ def species_total(session: Session) -> int:
     return session.exec(select(func.count()).select_from(Species)).one()
 
 
+def pending_downloads(session: Session) -> int:
+    """Photos chosen (e.g. from iNaturalist) whose files are not here yet."""
+    query = select(func.count()).select_from(Image).where(
+        Image.download_state == DownloadState.pending, col(Image.source_url).is_not(None)
+    )
+    return session.exec(query).one()
+
+
 @dataclass(frozen=True)
 class Tile:
     id: int
