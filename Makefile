@@ -10,7 +10,7 @@ VENDORED  := static/vendor/.installed
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,ml]'
 	touch $@
 
 $(VENDORED): package.json package-lock.json scripts/vendor-static.mjs

@@ -128,8 +128,10 @@ def species_total(session: Session) -> int:
 
 def pending_downloads(session: Session) -> int:
     """Photos chosen (e.g. from iNaturalist) whose files are not here yet."""
-    query = select(func.count()).select_from(Image).where(
-        Image.download_state == DownloadState.pending, col(Image.source_url).is_not(None)
+    query = (
+        select(func.count())
+        .select_from(Image)
+        .where(Image.download_state == DownloadState.pending, col(Image.source_url).is_not(None))
     )
     return session.exec(query).one()
 

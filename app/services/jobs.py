@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from app.models import Job, JobEvent, JobStatus, Worker, utcnow
 from app.services.curation import CurateParams
 from app.services.inat.params import InatIngestParams, InatSelectParams
+from app.services.training import TrainParams
 from app.services.zip_import import UPLOAD_NAME, import_folder_path
 
 QUEUES = ("io", "gpu")
@@ -124,6 +125,7 @@ JOB_KINDS: dict[str, JobKind] = {
     "inat-ingest": JobKind(task="sporeprint.inat_ingest", params=InatIngestParams, queues=("io",)),
     "inat-select": JobKind(task="sporeprint.inat_select", params=InatSelectParams, queues=("io",)),
     "curate": JobKind(task="sporeprint.curate", params=CurateParams, queues=("gpu",)),
+    "train": JobKind(task="sporeprint.train", params=TrainParams, queues=("gpu",)),
     "dataset-export": JobKind(
         task="sporeprint.dataset_export", params=DatasetExportParams, queues=("io",)
     ),
