@@ -470,6 +470,7 @@ def run_training(
                 train_ds, validation_data=val_ds, initial_epoch=epochs_done,
                 epochs=epochs_done + remaining, class_weight=weights_by_class,
                 callbacks=callbacks, verbose=0,
+                shuffle=False,  # the tf.data pipeline shuffles, seeded, each epoch
             )  # fmt: skip
         except StopRequested:
             say(f"cancelled during epoch {metrics_cb.epoch + 1}; last checkpoint kept")
