@@ -32,6 +32,7 @@ from app.routes import (
     review,
     species,
     status,
+    training,
 )
 from app.routes.deps import Forbidden, NotAuthenticated
 from app.services.jobs import JobError, reap_lost_jobs
@@ -51,6 +52,7 @@ ROUTERS = (
     media.router,
     jobs.router,
     status.router,
+    training.router,
     account.router,
     api.router,
 )

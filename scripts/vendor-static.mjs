@@ -15,6 +15,8 @@ const destDir = join(root, "static", "vendor");
 const files = [
   ["htmx.org/dist/htmx.min.js", "htmx.min.js", "htmx"],
   ["htmx-ext-sse/dist/sse.js", "htmx-ext-sse.js", "defineExtension('sse'"],
+  // The UMD build defines the global `Chart` without a bundler (training charts).
+  ["chart.js/dist/chart.umd.min.js", "chart.umd.min.js", "Chart.js v4"],
 ];
 
 function fail(message) {

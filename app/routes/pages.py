@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, select
 
-from app.models import TrainedModel
+from app.models import DatasetVersion, TrainedModel
 from app.routes.deps import current_user, get_db
 from app.templating import render
 
@@ -18,10 +18,8 @@ def home() -> Response:
     return RedirectResponse("/jobs", status_code=303)
 
 
-def _count(db: Session, model: type) -> int:
-    return db.exec(select(func.count()).select_from(model)).one()
-
-
 @router.get("/models")
 def models_page(request: Request, db: Session = Depends(get_db)) -> Response:
-    return render(request, "models.html", active="models", model_count=_count(db, TrainedModel))
+    models = db.exec(select(TrainedModel).order_by(col(TrainedModel.id).desc())).all()
+    versions = dict(db.exec(select(DatasetVersion.id, DatasetVersion.name)).all())
+    return render(request, "models.html", active="models", models=models, versions=versions)

@@ -1,0 +1,111 @@
+"""Training: the form that queues a `train` job, and the live metrics stream of a job's charts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlmodel import Session
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
+
+from app.config import Settings
+from app.db import session_scope
+from app.models import DatasetVersion, Job, JobStatus, Role, User
+from app.routes.deps import current_user, get_db, get_settings, require_role
+from app.services import datasets, dispatch, training_form
+from app.services.jobs import JobError
+from app.templating import render
+
+router = APIRouter(dependencies=[Depends(current_user)], include_in_schema=False)
+
+POLL_INTERVAL_S = 0.5
+
+
+def _form_page(
+    request: Request,
+    db: Session,
+    form: dict[str, str],
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    return render(
+        request, "training_form.html", status_code=status_code, active="models", form=form,
+        errors=errors or {}, versions=datasets.list_versions(db),
+        backbones=training_form.BACKBONE_NAMES,
+    )  # fmt: skip
+
+
+@router.get("/training/new")
+def training_form_page(
+    request: Request,
+    dataset_version_id: int | None = None,
+    _: User = Depends(require_role(Role.curator)),
+    db: Session = Depends(get_db),
+) -> Response:
+    if dataset_version_id is not None and db.get(DatasetVersion, dataset_version_id) is None:
+        raise HTTPException(404, f"there is no dataset version {dataset_version_id}")
+    return _form_page(request, db, training_form.default_form(dataset_version_id))
+
+
+@router.post("/training")
+async def start_training(
+    request: Request,
+    user: User = Depends(require_role(Role.curator)),
+    db: Session = Depends(get_db),
+    settings: Settings = Depends(get_settings),
+) -> Response:
+    submitted = await request.form()
+    form = {name: str(submitted.get(name, "")) for name in training_form.FIELDS}
+    params = training_form.params_from_form(form)
+    errors = training_form.form_errors(params)
+    if not errors:
+        version_id = training_form.TrainParams.model_validate(params).dataset_version_id
+        if db.get(DatasetVersion, version_id) is None:
+            errors["dataset_version_id"] = f"there is no dataset version {version_id}"
+    if errors:
+        return _form_page(request, db, form, errors, status_code=422)
+    try:
+        job = await run_in_threadpool(
+            dispatch.submit, db, settings, "train", params=params, user_id=user.id
+        )
+    except JobError as exc:
+        return _form_page(request, db, form, {"form": str(exc)}, status_code=exc.status_code)
+    return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+
+async def metric_messages(
+    request: Request, settings: Settings, job_id: int, after: int
+) -> AsyncIterator[ServerSentEvent]:
+    """New JobMetric rows of a job as `metrics` events (JSON lists), each id the last row's id;
+    a `done` event once the job has finished and every row has been sent."""
+
+    def read() -> tuple[list[dict[str, Any]], bool]:
+        with session_scope(settings.db_url) as session:
+            job = session.get(Job, job_id)
+            done = job is None or JobStatus(job.status).finished
+            return training_form.metrics_after(session, job_id, after, limit=500), done
+
+    while not await request.is_disconnected():
+        rows, done = await run_in_threadpool(read)
+        if rows:
+            after = rows[-1]["id"]
+            yield ServerSentEvent(event="metrics", data=json.dumps(rows), id=str(after))
+            continue  # there may be more than one batch waiting
+        if done:
+            yield ServerSentEvent(event="done", data="done", id=str(after))
+            return
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+@router.get("/jobs/{job_id}/metrics/stream")
+async def metrics_stream(
+    request: Request, job_id: int, after: int = 0, settings: Settings = Depends(get_settings)
+) -> EventSourceResponse:
+    header = request.headers.get("last-event-id", "")
+    start = int(header) if header.isdigit() else after
+    return EventSourceResponse(metric_messages(request, settings, job_id, start), ping=15)
