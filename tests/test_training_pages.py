@@ -258,3 +258,34 @@ def test_models_page_lists_trained_models(curator: tuple[TestClient, str], db: S
     for text in ("MobileNetV3Small on v1 (job 4)", "224 px", ">v1</a>", "81.3 %", "97.0 %",
                  "0.789", "4.2 MB", f'href="/jobs/{job.id}"'):  # fmt: skip
         assert text in row[0], text
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint(
+    curator: tuple[TestClient, str], db: Session, lite: Settings
+) -> None:
+    from app.services.training import checkpoint_dir
+
+    client, csrf = curator
+    params = TrainParams(dataset_version_id=_version_id(db), weights=None).model_dump(mode="json")
+    early = Job(kind="train", queue="gpu", params=params, status=JobStatus.cancelled)
+    stopped = Job(kind="train", queue="gpu", params=params, status=JobStatus.failed)
+    running = Job(kind="train", queue="gpu", params=params, status=JobStatus.running)
+    db.add_all([early, stopped, running])
+    db.commit()
+    folder = checkpoint_dir(lite, stopped.id)
+    folder.mkdir(parents=True)
+    (folder / "progress.json").write_text("{}")
+
+    page = client.get(f"/jobs/{stopped.id}").text
+    assert 'id="resume"' in page and 'id="resume"' not in client.get(f"/jobs/{running.id}").text
+    refused = client.post(f"/jobs/{early.id}/resume", data={"csrf_token": csrf})
+    assert refused.status_code == 409 and "before it finished an epoch" in refused.text
+    assert client.post(f"/jobs/{running.id}/resume", data={"csrf_token": csrf}).status_code == 409
+
+    response = client.post(
+        f"/jobs/{stopped.id}/resume", data={"csrf_token": csrf}, follow_redirects=False
+    )
+    assert response.status_code == 303
+    resumed = db.exec(select(Job).order_by(Job.id.desc())).first()
+    assert response.headers["location"] == f"/jobs/{resumed.id}"
+    assert resumed.params["resume_from_job"] == stopped.id and resumed.status == JobStatus.queued

@@ -17,7 +17,7 @@ from app.config import Settings
 from app.db import session_scope
 from app.models import DatasetVersion, Job, JobStatus, Role, User
 from app.routes.deps import current_user, get_db, get_settings, require_role
-from app.services import datasets, dispatch, training_form
+from app.services import datasets, dispatch, jobs, training, training_form
 from app.services.jobs import JobError
 from app.templating import render
 
@@ -76,6 +76,23 @@ async def start_training(
     except JobError as exc:
         return _form_page(request, db, form, {"form": str(exc)}, status_code=exc.status_code)
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+
+@router.post("/jobs/{job_id}/resume")
+def resume_training(
+    job_id: int,
+    user: User = Depends(require_role(Role.curator)),
+    db: Session = Depends(get_db),
+    settings: Settings = Depends(get_settings),
+) -> Response:
+    """A new train job that continues this one from its last checkpoint (phase and epoch)."""
+    job = jobs.get_job(db, job_id)
+    try:
+        params = training.resume_params(settings, job)
+    except training.ResumeRefused as exc:
+        raise HTTPException(409, str(exc)) from None
+    resumed = dispatch.submit(db, settings, "train", params=params, user_id=user.id)
+    return RedirectResponse(f"/jobs/{resumed.id}", status_code=303)
 
 
 async def metric_messages(

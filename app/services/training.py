@@ -302,6 +302,21 @@ def _setup_devices(params: TrainParams) -> bool:
     return mixed
 
 
+class ResumeRefused(ValueError):
+    """This job cannot be resumed; the message says why."""
+
+
+def resume_params(settings: Settings, job: Job) -> dict[str, Any]:
+    """Parameters for a new train job that continues `job` from its last checkpoint."""
+    if job.kind != "train":
+        raise ResumeRefused(f"job {job.id} is a {job.kind} job; only training can be resumed")
+    if job.status not in ("failed", "cancelled"):
+        raise ResumeRefused(f"job {job.id} is {job.status}; only a failed or cancelled run resumes")
+    if not (checkpoint_dir(settings, job.id) / "progress.json").is_file():
+        raise ResumeRefused(f"job {job.id} stopped before it finished an epoch: nothing to resume")
+    return {**job.params, "resume_from_job": job.id}
+
+
 def _resume_state(settings: Settings, params: TrainParams, job_id: int) -> dict[str, Any] | None:
     if params.resume_from_job is None:
         return None
