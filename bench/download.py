@@ -44,15 +44,14 @@ from sqlmodel import select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pgtemp import temporary_database  # noqa: E402
+
 from app.config import Settings  # noqa: E402
 from app.db import dispose_engines, session_scope  # noqa: E402
 from app.models import Image, ImageSource, Species  # noqa: E402
 from app.services import migrations  # noqa: E402
 from app.services.download import DownloadConfig, download_images  # noqa: E402
 
-PG_ADMIN = os.environ.get(
-    "SPOREPRINT_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
 CONCURRENCY = 32
 THREADS = 10
 WARM_UP = 40  # photos fetched untimed first, by each side
@@ -190,20 +189,8 @@ def database(postgres: bool) -> Iterator[str | None]:
     if not postgres:
         yield None
         return
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"sporeprint_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
-    finally:
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_database() as url:
+        yield url
 
 
 def main() -> None:

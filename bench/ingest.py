@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import random
 import sys
 import tempfile
@@ -30,19 +29,17 @@ import time
 import uuid
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.db import dispose_engines, get_engine  # noqa: E402
+from pgtemp import temporary_database  # noqa: E402
+
+from app.db import get_engine  # noqa: E402
 from app.services import migrations  # noqa: E402
 from app.services.inat.ingest import ingest_dump  # noqa: E402
 
-PG_ADMIN = os.environ.get(
-    "SPOREPRINT_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
 PHOTOS_PER_OBSERVATION = 4
 SPECIES = 500
 OBSERVERS = 20_000
@@ -138,23 +135,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of photos.csv")
     args = parser.parse_args()
 
-    name = f"sporeprint_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            write_dump(folder, args.rows)
-            size_mb = (folder / "photos.csv").stat().st_size / 1e6
-            copy = ours(url, folder)
-            peer = pandas_peer(url, folder)
-    finally:
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_database() as url, tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_dump(folder, args.rows)
+        size_mb = (folder / "photos.csv").stat().st_size / 1e6
+        copy = ours(url, folder)
+        peer = pandas_peer(url, folder)
     print(json.dumps({
         "bench": "inat_ingest", "photos_csv_rows": args.rows, "photos_csv_mb": round(size_mb, 1),
         "ours_copy": copy, "pandas_to_sql": peer,

@@ -62,14 +62,9 @@ def _context(
     except ReviewError as exc:
         raise HTTPException(exc.status_code, str(exc)) from None
     return {
+        **_counts(db, species_id, view),
+        "oob": False,  # the full page draws the counts in place
         "page": page,
-        "view": view,
-        "views": VIEW_LABELS,
-        "scope_id": species_id,
-        "base": _base(species_id),
-        "counts": review.counts(db, species_id),
-        "all_counts": review.species_counts(db),
-        "overall": review.counts(db) if species_id is not None else None,
         "can_review": auth.has_role(user, Role.curator),
     }
 
