@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 from browsing import CHROMIUM, CHROMIUM_ARGS
+from demo_model import DemoModel, train_demo_model
 from fakegpu import FakeGpu
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -226,3 +227,10 @@ def browser() -> Iterator[Browser]:
 def js_errors() -> list[str]:
     """Collects a page's JavaScript and console errors (see `browsing.open_page`)."""
     return []
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> DemoModel:
+    """A small trained model, made once per session (read-only: see tests/demo_model.py)."""
+    pytest.importorskip("tensorflow")
+    return train_demo_model(tmp_path_factory.mktemp("demo-model"))
