@@ -344,18 +344,31 @@ class TrainedModel(SQLModel, table=True):
 
 
 class ModelExport(SQLModel, table=True):
+    """One TFLite file made from a TrainedModel, with what the LiteRT interpreter measured."""
+
     __tablename__ = "model_exports"
 
     id: int | None = Field(default=None, primary_key=True)
     trained_model_id: int = Field(foreign_key="trained_models.id", index=True)
     job_id: int | None = Field(default=None, foreign_key="jobs.id")
+    # float32 | float16 | dynamic | int8
     quantization: str = Field(max_length=16)
+    # The interpreter's input/output tensor dtypes (int8 exports may take uint8 or float32).
+    input_dtype: str = Field(default="float32", max_length=16)
+    output_dtype: str = Field(default="float32", max_length=16)
+    # Both relative to the data directory.
     path: str = Field(max_length=1024)
+    bundle_path: str | None = Field(default=None, max_length=1024)
     size_bytes: int | None = None
+    test_images: int | None = None
+    # Share of test images whose top-1 equals the Keras model's top-1.
     top1_agreement: float | None = None
     accuracy: float | None = None
     top5_accuracy: float | None = None
+    # Single-image latency on one CPU thread, mean and 95th percentile.
     latency_ms: float | None = None
+    latency_p95_ms: float | None = None
+    details: dict[str, Any] = _json()
     created_at: datetime = _ts()
 
 
