@@ -28,7 +28,6 @@ from app.services.training import (
     TrainingCancelled,
     TrainingError,
     TrainParams,
-    evaluate,
     run_training,
 )
 
@@ -161,16 +160,6 @@ def test_web_app_never_imports_tensorflow() -> None:
     code = "import app.main, sys; assert 'tensorflow' not in sys.modules; print('ok')"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr
-
-
-def test_evaluation_figures() -> None:
-    import numpy as np
-
-    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.2, 0.7]])
-    result = evaluate(probs, [0, 1, 1, 2], 3)
-    assert result["top1"] == 0.75 and result["top5"] == 1.0
-    assert result["confusion"] == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
-    assert result["per_class"][0]["precision"] == 0.5 and result["per_class"][1]["recall"] == 0.5
 
 
 # --- a real run ----------------------------------------------------------------------------

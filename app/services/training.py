@@ -166,6 +166,7 @@ class TrainParams(BaseModel):
 class SplitFiles:
     paths: list[str]
     labels: list[int]
+    image_ids: list[int]
 
 
 @dataclass
@@ -183,19 +184,20 @@ def training_files(session: Session, settings: Settings, version_id: int) -> Tra
     if version is None:
         raise TrainingError(f"there is no dataset version {version_id}")
     rows = session.exec(
-        select(DatasetItem.split, DatasetItem.class_index, Image.path)
+        select(DatasetItem.split, DatasetItem.class_index, Image.id, Image.path)
         .join(Image, col(Image.id) == col(DatasetItem.image_id))
         .where(DatasetItem.dataset_version_id == version_id)
         .order_by(col(DatasetItem.image_id))
     ).all()
-    splits = {s: SplitFiles([], []) for s in ("train", "val", "test")}
+    splits = {s: SplitFiles([], [], []) for s in ("train", "val", "test")}
     missing = 0
-    for split, index, path in rows:
+    for split, index, image_id, path in rows:
         if path is None:
             missing += 1
             continue
         splits[split].paths.append(str(settings.data_dir / path))
         splits[split].labels.append(index)
+        splits[split].image_ids.append(image_id)
     if missing:
         raise TrainingError(f"{missing} photos of dataset version {version_id} have no file")
     if not splits["train"].paths:
@@ -230,38 +232,6 @@ def metric_writer(db_url: str, job_id: int) -> Callable[[list[dict[str, Any]]], 
     return write
 
 
-def evaluate(probs: Any, truth: Any, num_classes: int) -> dict[str, Any]:
-    """Top-1, top-5, per-class precision/recall/F1, macro F1 and the confusion matrix."""
-    import numpy as np
-
-    truth = np.asarray(truth, dtype=np.int64)
-    n = len(truth)
-    if n == 0:
-        return {"test_images": 0}
-    predicted = probs.argmax(axis=1)
-    k = min(5, num_classes)
-    top_k = np.argsort(-probs, axis=1)[:, :k]
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(confusion, (truth, predicted), 1)
-    per_class = []
-    for c in range(num_classes):
-        tp = int(confusion[c, c])
-        predicted_c, actual_c = int(confusion[:, c].sum()), int(confusion[c, :].sum())
-        precision = tp / predicted_c if predicted_c else 0.0
-        recall = tp / actual_c if actual_c else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class.append({"precision": precision, "recall": recall, "f1": f1, "support": actual_c})
-    present = [p["f1"] for p in per_class if p["support"]]
-    return {
-        "test_images": n,
-        "top1": float((predicted == truth).mean()),
-        "top5": float((top_k == truth[:, None]).any(axis=1).mean()),
-        "macro_f1": float(sum(present) / len(present)) if present else 0.0,
-        "per_class": per_class,
-        "confusion": confusion.tolist(),
-    }
-
-
 def checkpoint_dir(settings: Settings, job_id: int) -> Path:
     return settings.data_dir / "models" / f"job-{job_id}"
 
@@ -278,7 +248,9 @@ class TrainingReport:
     resumed_from: int | None
 
     def as_dict(self) -> dict[str, Any]:
-        short = {k: v for k, v in self.metrics.items() if k not in ("per_class", "confusion")}
+        from app.services.evaluation import summary
+
+        short = summary(self.metrics)
         return {
             "trained_model_id": self.trained_model_id,
             "epochs": self.epochs,
@@ -382,6 +354,7 @@ def run_training(
 
     import keras
 
+    from app.services.evaluation import evaluate, predict_split
     from workers.ml import backbones
     from workers.ml.callbacks import (
         EpochCheckpoint,
@@ -500,12 +473,10 @@ def run_training(
     final.save(final_path)
     metrics: dict[str, Any] = {}
     if test_split.paths:
-        test_ds = make_dataset(
-            test_split.paths, test_split.labels, **common, batch_size=params.batch_size,
-            training=False, cache=False,
-        )  # fmt: skip
-        probs = final.predict(test_ds, verbose=0).astype("float64")
-        metrics = evaluate(probs, test_split.labels, num_classes)
+        probs = predict_split(
+            final, test_split.paths, test_split.labels, **common, batch_size=params.batch_size
+        )
+        metrics = evaluate(probs, test_split.labels, num_classes, test_split.image_ids)
     metrics.update(
         epochs=epochs_done, train_seconds=round(seconds, 1), mixed_precision=mixed,
         train_images=len(train_split.paths), val_images=len(val_split.paths),
