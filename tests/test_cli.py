@@ -103,7 +103,16 @@ def test_migrate_then_users_and_tokens(tmp_path: Path) -> None:
 def test_help_lists_every_command() -> None:
     result = run_cli("--help", env={})
     assert result.returncode == 0
-    for command in ("up", "web", "worker", "migrate", "create-user", "create-token", "demo-data"):
+    for command in (
+        "up",
+        "web",
+        "worker",
+        "migrate",
+        "create-user",
+        "create-token",
+        "demo-data",
+        "train",
+    ):
         assert command in result.stdout
 
 
