@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     gpu_provider: Literal["auto", "nvml", "nvidia-smi", "none"] = Field(
         default="auto", description="How workers read their GPUs: NVML, then nvidia-smi."
     )
+    gpu_sample_interval: float = Field(
+        default=2.0, gt=0, description="Seconds between GPU readings a training job records."
+    )
     orphan_after: float = Field(
         default=300.0, gt=0, description="Seconds a GPU process no job owns may hold memory."
     )

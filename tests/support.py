@@ -27,6 +27,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         SPOREPRINT_HEARTBEAT_INTERVAL=str(settings.heartbeat_interval),
         SPOREPRINT_WORKER_TIMEOUT=str(settings.worker_timeout),
         SPOREPRINT_GPU_PROVIDER=settings.gpu_provider,
+        SPOREPRINT_GPU_SAMPLE_INTERVAL=str(settings.gpu_sample_interval),
         SPOREPRINT_INAT_PHOTO_BASE_URL=settings.inat_photo_base_url,
         SPOREPRINT_END_PROCESS_GRACE=str(settings.end_process_grace),
         PYTHONUNBUFFERED="1",

@@ -15,7 +15,7 @@ from app.config import Settings
 from app.db import session_scope
 from app.models import Job, JobEvent, JobStatus, Role, User
 from app.routes.deps import csrf_token, current_user, get_db, get_settings, require_role
-from app.services import dispatch, jobs, training_form
+from app.services import dispatch, gpus, jobs, training_form
 from app.templating import render, render_fragment
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(current_user)])
@@ -107,8 +107,12 @@ async def jobs_stream(
 def job_page(request: Request, job_id: int, db: Session = Depends(get_db)) -> Response:
     job = jobs.get_job(db, job_id)
     events = jobs.events_after(db, 0, job_id=job_id, limit=10_000)
-    # Train jobs draw charts from their metric rows; the page carries the rows so far.
-    metrics = training_form.metrics_after(db, job_id) if job.kind == "train" else None
+    # Train jobs draw charts from their metric rows and GPU memory samples; the page carries
+    # the rows so far.
+    train = job.kind == "train"
+    metrics = training_form.metrics_after(db, job_id) if train else None
+    gpu_samples = gpus.samples_after(db, job_id) if train else []
+    gpu_note = gpus.gpu_note(db, job) if train and not gpu_samples else None
     return render(
         request,
         "job.html",
@@ -117,6 +121,8 @@ def job_page(request: Request, job_id: int, db: Session = Depends(get_db)) -> Re
         events=events,
         after=events[-1].id if events else 0,
         metrics=metrics,
+        gpu_samples=gpu_samples,
+        gpu_note=gpu_note,
     )
 
 

@@ -1,4 +1,5 @@
-"""Training: the form that queues a `train` job, and the live metrics stream of a job's charts."""
+"""Training: the form that queues a `train` job, and the live streams of a job's charts (metric
+rows, and GPU memory samples)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from app.config import Settings
 from app.db import session_scope
 from app.models import DatasetVersion, Job, JobStatus, Role, User
 from app.routes.deps import current_user, get_db, get_settings, require_role
-from app.services import datasets, dispatch, jobs, training, training_form
+from app.services import datasets, dispatch, gpus, jobs, training, training_form
 from app.services.jobs import JobError
 from app.templating import render
 
@@ -126,3 +127,50 @@ async def metrics_stream(
     header = request.headers.get("last-event-id", "")
     start = int(header) if header.isdigit() else after
     return EventSourceResponse(metric_messages(request, settings, job_id, start), ping=15)
+
+
+async def gpu_messages(
+    request: Request, settings: Settings, job_id: int, after: int
+) -> AsyncIterator[ServerSentEvent]:
+    """New GpuSample rows of a job as `gpu` events (JSON lists), each id the last row's id; a
+    `note` event (JSON: null, or state and text; no id, so it never moves the cursor) whenever
+    what the page should say instead of a chart changes; `done` once the job has finished and
+    every row has been sent.
+
+    Its own stream and id sequence: one Last-Event-ID cannot carry the metric rows' cursor too.
+    """
+    unsent = object()
+    sent_note: object = unsent
+
+    def read() -> tuple[list[dict[str, Any]], dict[str, str] | None, bool]:
+        with session_scope(settings.db_url) as session:
+            job = session.get(Job, job_id)
+            done = job is None or JobStatus(job.status).finished
+            rows = gpus.samples_after(session, job_id, after, limit=500)
+            if rows or after > 0:
+                return rows, None, done
+            note = gpus.gpu_note(session, job)
+            return rows, note.as_dict() if note else None, done
+
+    while not await request.is_disconnected():
+        rows, note, done = await run_in_threadpool(read)
+        if rows:
+            after = rows[-1]["id"]
+            yield ServerSentEvent(event="gpu", data=json.dumps(rows), id=str(after))
+            continue  # there may be more than one batch waiting
+        if note != sent_note:
+            sent_note = note
+            yield ServerSentEvent(event="note", data=json.dumps(note))
+        if done:
+            yield ServerSentEvent(event="done", data="done", id=str(after))
+            return
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+@router.get("/jobs/{job_id}/gpu/stream")
+async def gpu_stream(
+    request: Request, job_id: int, after: int = 0, settings: Settings = Depends(get_settings)
+) -> EventSourceResponse:
+    header = request.headers.get("last-event-id", "")
+    start = int(header) if header.isdigit() else after
+    return EventSourceResponse(gpu_messages(request, settings, job_id, start), ping=15)

@@ -1,7 +1,10 @@
-"""The fleet's GPUs as the status page shows them: devices, processes, owners, orphans.
+"""The fleet's GPUs as the status page shows them: devices, processes, owners, orphans; and the
+GPU memory a training job used over time, as its page charts it.
 
 Workers publish raw snapshots with their heartbeats (see `workers/gpu.py`); this module joins
 them with the jobs table to say which job owns each process and which processes are orphans.
+While a train job runs, its worker also records readings as `gpu_samples` rows tied to the job
+(`workers/gpu_sampler.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from app.models import Job, JobStatus, Worker, utcnow
+from app.models import GpuSample, Job, JobEvent, JobStatus, Worker, utcnow
 from app.services.workers import Liveness, liveness
 
 
@@ -115,3 +118,124 @@ def _owners(session: Session, host: str, pids: list[int]) -> dict[int, Job]:
         .order_by(col(Job.id))
     ).all()
     return {job.worker_pid: job for job in jobs if job.worker_pid is not None}
+
+
+# --- GPU memory of one job -------------------------------------------------------------------
+
+# The log line a job's sampler writes on a worker that has no GPU to read; the job page looks
+# for it to tell "no GPU here" apart from "nothing recorded".
+NO_GPU_SAMPLES = "no NVIDIA GPU on this worker: no GPU memory samples"
+CMDLINE_MAX = 200
+
+
+def record_samples(
+    session: Session,
+    job_id: int,
+    worker_name: str,
+    snapshot: dict[str, Any],
+    *,
+    own_pid: int | None = None,
+    at: datetime | None = None,
+) -> list[GpuSample]:
+    """One `GpuSample` per device of a snapshot (`GpuSnapshot.as_dict()`), tied to the job.
+
+    Each row keeps the processes holding memory on its GPU; the one whose pid is `own_pid`
+    (the process running the job) is marked `this_job`.
+    """
+    at = at or utcnow()
+    samples = []
+    for device in snapshot.get("devices", []):
+        processes = [
+            {
+                "pid": p["pid"],
+                "name": p.get("name") or "",
+                "cmdline": (p.get("cmdline") or "")[:CMDLINE_MAX],
+                "memory_mb": p.get("memory_mb"),
+                "this_job": own_pid is not None and p["pid"] == own_pid,
+            }
+            for p in snapshot.get("processes", [])
+            if p.get("gpu_uuid") == device.get("uuid")
+        ]
+        sample = GpuSample(
+            worker_name=worker_name, job_id=job_id, gpu_index=device["index"],
+            gpu_uuid=device.get("uuid"), name=device.get("name"),
+            memory_used_mb=device.get("memory_used_mb"),
+            memory_total_mb=device.get("memory_total_mb"), utilization=device.get("utilization"),
+            temperature_c=device.get("temperature_c"), power_w=device.get("power_w"),
+            processes=processes, created_at=at,
+        )  # fmt: skip
+        session.add(sample)
+        samples.append(sample)
+    return samples
+
+
+def sample_row(sample: GpuSample) -> dict[str, Any]:
+    """One GpuSample as the chart reads it: `t` in Unix seconds, `job_mb` this job's own memory
+    on that GPU (None when the GPU's process list does not show it)."""
+    own = [
+        p["memory_mb"] for p in sample.processes if p.get("this_job") and p.get("memory_mb")
+    ]  # fmt: skip
+    return {
+        "id": sample.id,
+        "gpu": sample.gpu_index,
+        "name": sample.name,
+        "t": round(sample.created_at.timestamp(), 3),
+        "used_mb": sample.memory_used_mb,
+        "total_mb": sample.memory_total_mb,
+        "utilization": sample.utilization,
+        "job_mb": sum(own) if own else None,
+    }
+
+
+def samples_after(
+    session: Session, job_id: int, after: int = 0, limit: int = 5000
+) -> list[dict[str, Any]]:
+    """The job's GPU samples with ids above `after`, oldest first, as chart rows."""
+    rows = session.exec(
+        select(GpuSample)
+        .where(GpuSample.job_id == job_id, col(GpuSample.id) > after)
+        .order_by(col(GpuSample.id))
+        .limit(limit)
+    ).all()
+    return [sample_row(s) for s in rows]
+
+
+@dataclass(frozen=True)
+class GpuNote:
+    """What the job page says in place of (or above) the GPU memory chart."""
+
+    state: str  # "waiting", "no-gpu" or "no-samples"
+    text: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"state": self.state, "text": self.text}
+
+
+NOTE_WAITING = GpuNote("waiting", "Waiting for the first GPU memory sample…")
+NOTE_NO_GPU = GpuNote(
+    "no-gpu", "No GPU memory samples: this job ran on a worker without an NVIDIA GPU."
+)
+NOTE_NO_SAMPLES = GpuNote("no-samples", "No GPU memory samples were recorded for this job.")
+
+
+def gpu_note(session: Session, job: Job | None) -> GpuNote | None:
+    """None once the job has samples; otherwise why there are none (yet)."""
+    if job is None:
+        return NOTE_NO_SAMPLES
+    has_samples = session.exec(
+        select(GpuSample.id).where(GpuSample.job_id == job.id).limit(1)
+    ).first()
+    if has_samples is not None:
+        return None
+    no_gpu = session.exec(
+        select(JobEvent.id)
+        .where(
+            JobEvent.job_id == job.id,
+            JobEvent.kind == "log",
+            col(JobEvent.message).startswith(NO_GPU_SAMPLES, autoescape=True),
+        )
+        .limit(1)
+    ).first()
+    if no_gpu is not None:
+        return NOTE_NO_GPU
+    return NOTE_NO_SAMPLES if JobStatus(job.status).finished else NOTE_WAITING

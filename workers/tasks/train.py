@@ -1,7 +1,8 @@
 """The train job: a classifier on a dataset version (app/services/training.py).
 
 TensorFlow is imported only inside the run (by `run_training`), so importing this module, as
-every worker does at start, stays cheap.
+every worker does at start, stays cheap. While it runs, the worker records GPU memory samples
+for the job page's chart (workers/gpu_sampler.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from app.services.training import (
     run_training,
 )
 from workers.celery_app import app
+from workers.gpu_sampler import GpuSampler
 from workers.tasks.base import JobCancelled, JobContext, JobRefused, run_job
 
 
@@ -31,7 +33,7 @@ def train_body(ctx: JobContext) -> dict[str, Any]:
         with session_scope(db_url) as session:
             jobs.record_progress(session, ctx.job_id, fraction, text)
 
-    with session_scope(db_url) as session:
+    with GpuSampler.for_job(ctx), session_scope(db_url) as session:
         try:
             report = run_training(
                 session, ctx.settings, ctx.params, job_id=ctx.job_id,
