@@ -18,7 +18,7 @@ from app.config import Settings
 from app.db import get_engine, session_scope
 from app.main import create_app
 from app.models import DatasetVersion, Job, JobStatus, Role, TrainedModel
-from app.services import auth, migrations
+from app.services import auth, jobs, migrations
 from app.services.confusion_plot import confusion_picture
 from app.services.evaluation import (
     EvaluationError,
@@ -196,6 +196,10 @@ def test_evaluate_button_queues_a_job_for_curators_only(lite: Settings, client: 
     page = client.get(f"/models/{model_id}").text
     assert f'href="/jobs/{job.id}">job {job.id}</a>' in page  # the running evaluation is shown
     assert re.search(r'id="evaluate"[^>]*disabled', page)
+    with session_scope(lite.db_url) as session:
+        jobs.finish_job(session, job.id, JobStatus.succeeded, from_states=[JobStatus.queued])
+    done = client.get(f"/jobs/{job.id}").text
+    assert f'<a href="/models/{model_id}" id="job-model">' in done
 
 
 # --- the evaluate job on a real model -------------------------------------------------------
