@@ -121,3 +121,25 @@ def test_lengths_must_agree(tmp_path: Path) -> None:
     path = save_jpeg(quadrant_picture(16, 16), tmp_path / "a.jpg", 1)
     with pytest.raises(ValueError, match="differ in length"):
         pipeline([path], 16, orientations=[1, 6])
+
+
+def test_file_cache_serves_the_same_batches(tmp_path: Path) -> None:
+    from workers.ml.data import make_dataset
+
+    paths = []
+    for i in range(6):
+        path = tmp_path / f"p{i}.jpg"
+        Image.new("RGB", (40, 30), (40 * i, 20, 200 - 30 * i)).save(path)
+        paths.append(str(path))
+    prefix = tmp_path / "cache" / "train"
+    prefix.parent.mkdir()
+    ds = make_dataset(
+        paths, [0, 1, 0, 1, 0, 1], num_classes=2, image_size=16, batch_size=3,
+        training=False, cache=prefix,
+    )  # fmt: skip
+    first = [x.numpy() for x, _ in ds]
+    assert list(prefix.parent.iterdir())  # tf.data wrote its cache files
+    for path in paths:
+        Path(path).unlink()  # a second pass must not need the photos any more
+    second = [x.numpy() for x, _ in ds]
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))

@@ -241,8 +241,10 @@ def test_cancel_stops_within_a_batch_and_resume_continues(world: tuple[Settings,
     progress = checkpoint_dir(settings, first.id) / "progress.json"
     assert '"epochs_done": 1' in progress.read_text()
 
-    job_id, report = train(settings, {**params, "resume_from_job": first.id})
+    # The resumed run keeps its decoded pixels in files, removed when it ends.
+    job_id, report = train(settings, {**params, "resume_from_job": first.id, "cache": "file"})
     assert report.epochs == 3 and report.resumed_from == first.id
+    assert not (checkpoint_dir(settings, job_id) / "cache").exists()
     with session_scope(settings.db_url) as session:
         ends = [
             r.epoch

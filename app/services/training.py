@@ -132,6 +132,11 @@ class TrainParams(BaseModel):
         default="auto", description='"auto": on when a GPU is visible.'
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    cache: Literal["memory", "file"] = Field(
+        default="memory",
+        description='Decoded pixels kept in "memory", or in "file"s beside the checkpoints '
+        "(for a dataset bigger than memory; removed when the run ends).",
+    )
     early_stopping_patience: int = Field(default=4, ge=1, le=1000)
     reduce_lr_patience: int = Field(default=2, ge=1, le=1000)
     metrics_every_steps: int = Field(default=10, ge=1, le=100_000)
@@ -369,13 +374,21 @@ def run_training(
     started = time.monotonic()
     train_split, val_split, test_split = (data.splits[s] for s in ("train", "val", "test"))
     common = {"num_classes": num_classes, "image_size": params.image_size}
+    cache_dir = folder / "cache"
+    shutil.rmtree(cache_dir, ignore_errors=True)  # a killed run's partial cache is unusable
+    if params.cache == "file":
+        cache_dir.mkdir()
+
+    def cache_for(split: str) -> bool | Path:
+        return cache_dir / split if params.cache == "file" else True
+
     train_ds = make_dataset(
         train_split.paths, train_split.labels, **common, batch_size=params.batch_size,
-        training=True, seed=params.seed,
+        training=True, seed=params.seed, cache=cache_for("train"),
     )  # fmt: skip
     val_ds = (
         make_dataset(val_split.paths, val_split.labels, **common, batch_size=params.batch_size,
-                     training=False)
+                     training=False, cache=cache_for("val"))
         if val_split.paths else None
     )  # fmt: skip
     monitor = "val_loss" if val_ds is not None else "loss"
@@ -462,11 +475,14 @@ def run_training(
             )  # fmt: skip
         except StopRequested:
             say(f"cancelled during epoch {metrics_cb.epoch + 1}; last checkpoint kept")
+            shutil.rmtree(cache_dir, ignore_errors=True)
             raise TrainingCancelled from None
         epochs_done += len(history.epoch)
         best = checkpoint_cb.best
 
     seconds = time.monotonic() - started
+    del train_ds, val_ds  # release the cache files before removing them
+    shutil.rmtree(cache_dir, ignore_errors=True)
     best_path = folder / "best.keras"
     final = keras.models.load_model(best_path if best_path.is_file() else folder / "last.keras")
     final_path = folder / "model.keras"

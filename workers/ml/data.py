@@ -5,8 +5,9 @@ the dataset is built, from each file's header only: `read_orientation`) → para
 decode (`tf.io.decode_image`, three channels, first frame of an animation) → turned upright as
 the EXIF Orientation tag says (1-8: rotations and mirrorings, the same as
 `PIL.ImageOps.exif_transpose`, so a phone photo taken sideways trains upright) → centre-crop to
-a square and resize to the image size (antialiased bilinear) → uint8 → cache in memory
-(decoding is paid once, the cache is 1/4 the size of float pixels) → shuffle (training only,
+a square and resize to the image size (antialiased bilinear) → uint8 → cache in memory, or in
+files for a dataset bigger than memory (decoding is paid once, the cache is 1/4 the size of
+float pixels) → shuffle (training only,
 seeded, a new order each epoch) → batch → float32 pixels and one-hot labels (one vectorised op
 per batch) → prefetch. Everything after the orientation read runs in graph mode inside tf.data;
 no Python per image.
@@ -94,11 +95,13 @@ def make_dataset(
     batch_size: int,
     training: bool,
     seed: int = 0,
-    cache: bool = True,
+    cache: bool | Path = True,
     orientations: Sequence[int] | None = None,
 ) -> Any:
     """A batched `tf.data.Dataset` of (float32 pixels in [0, 255], one-hot float32 labels).
 
+    `cache`: True (memory), False, or a file prefix for tf.data's file cache (its folder must
+    exist; the files are complete only after a full pass, and tf.data refuses a partial one).
     `orientations`: each file's EXIF orientation; None reads them with `read_orientation`.
     """
     import tensorflow as tf
@@ -120,7 +123,9 @@ def make_dataset(
         num_parallel_calls=autotune,
         deterministic=True,
     )
-    if cache:
+    if isinstance(cache, Path):
+        ds = ds.cache(str(cache))
+    elif cache:
         ds = ds.cache()
     if training:
         ds = ds.shuffle(max(len(paths), 1), seed=seed, reshuffle_each_iteration=True)
