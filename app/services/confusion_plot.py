@@ -104,7 +104,9 @@ def confusion_picture(confusion: Any, labels: list[str]) -> ConfusionPicture | N
         cell=round(cell, 2),
         left=round(left, 2),
         top=round(top, 2),
-        width=round(left + n * cell + 8, 2),
+        # The last column's label, turned 45°, reaches right of the grid by about 0.7 of its
+        # length.
+        width=round(left + n * cell + max(8.0, 0.72 * margin - cell / 2), 2),
         height=round(top + n * cell + 8, 2),
         show_counts=cell >= COUNT_MIN_CELL,
         font=round(font, 2),
