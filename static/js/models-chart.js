@@ -49,6 +49,7 @@
       pointStyle: STYLES[kind] || "circle",
       pointRadius: mine.map(function (p) { return p.pareto ? 7 : 5; }),
       pointHoverRadius: 9,
+      clip: 10,
       order: 1,
     });
   });
@@ -64,6 +65,7 @@
       pointStyle: "rect",
       pointRadius: 6,
       pointHoverRadius: 8,
+      clip: 10,
       order: 2,
     });
   }
@@ -79,12 +81,20 @@
       borderDash: [6, 4],
       // Along the x axis first, then up: the edge of what the front's exports beat.
       stepped: "before",
+      pointStyle: "line",
       pointRadius: 0,
       pointHoverRadius: 0,
       fill: false,
       order: 3,
     });
   }
+
+  // Room around the points on the log axis, so none sits on the frame.
+  var sizes = points.map(function (p) { return p.size_mb; }).filter(function (v) { return v > 0; });
+  var xMin = sizes.length ? Math.min.apply(null, sizes) / 1.3 : undefined;
+  var xMax = sizes.length ? Math.max.apply(null, sizes) * 1.3 : undefined;
+  var accs = points.map(function (p) { return p.accuracy; });
+  var yMin = accs.length ? Math.max(0, Math.floor((Math.min.apply(null, accs) - 0.03) * 50) / 50) : 0;
 
   function pct(v) { return (v * 100).toFixed(1) + " %"; }
   function mb(v) { return v >= 10 ? v.toFixed(0) + " MB" : v >= 1 ? v.toFixed(1) + " MB" : v.toFixed(2) + " MB"; }
@@ -101,12 +111,15 @@
       scales: {
         x: {
           type: "logarithmic",
+          min: xMin,
+          max: xMax,
           title: { display: true, text: "file size (MB, log scale)" },
           ticks: { callback: function (v) { return mb(Number(v)); }, maxTicksLimit: 8 },
         },
         y: {
           title: { display: true, text: "top-1 accuracy (test split)" },
-          suggestedMax: 1,
+          min: yMin,
+          max: 1,
           ticks: { callback: function (v) { return Math.round(Number(v) * 100) + " %"; } },
         },
       },

@@ -70,8 +70,14 @@
     }
   });
 
+  function fromForm(evt) {
+    var d = evt.detail || {};
+    var elt = d.requestConfig ? d.requestConfig.elt : d.elt;
+    return elt === form || d.elt === form || d.target === result;
+  }
+
   document.addEventListener("htmx:beforeSwap", function (evt) {
-    if (evt.detail.elt !== form) return;
+    if (!fromForm(evt)) return;
     var status = evt.detail.xhr.status;
     if (status >= 400 && status < 500 && status !== 401) {
       evt.detail.shouldSwap = true;
@@ -88,13 +94,13 @@
   });
 
   document.addEventListener("htmx:sendError", function (evt) {
-    if (evt.detail.elt === form) {
+    if (fromForm(evt)) {
       showError("The photo was cut off before the server answered; check the connection and try again.");
     }
   });
 
   document.addEventListener("htmx:afterRequest", function (evt) {
-    if (evt.detail.elt === form && evt.detail.failed && evt.detail.xhr && evt.detail.xhr.status >= 500) {
+    if (fromForm(evt) && evt.detail.failed && evt.detail.xhr && evt.detail.xhr.status >= 500) {
       showError("The server could not run the export (" + evt.detail.xhr.status + "); try again.");
     }
   });
