@@ -360,10 +360,13 @@ def demo_data(
 def _add_subcommands() -> None:
     from app.cli_curate import curate
     from app.cli_inat import inat
+    from app.cli_models import export, predict
     from app.cli_train import train
 
     cli.add_typer(inat, name="inat")
     cli.command("curate")(curate)
+    cli.command("export")(export)
+    cli.command("predict")(predict)
     cli.command("train")(train)
 
 

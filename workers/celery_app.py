@@ -25,6 +25,7 @@ TASK_MODULES = [
     "workers.tasks.datasets",
     "workers.tasks.train",
     "workers.tasks.evaluate",
+    "workers.tasks.export",
 ]
 # Redis redelivers an unacknowledged message after this long; training runs for hours and our
 # own start guard already refuses a second run, so make it long rather than surprising.

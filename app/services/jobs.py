@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from app.models import Job, JobEvent, JobStatus, Worker, utcnow
 from app.services.curation import CurateParams
 from app.services.evaluation import EvaluateParams
+from app.services.exports import ExportParams
 from app.services.inat.params import InatIngestParams, InatSelectParams
 from app.services.training import TrainParams
 from app.services.zip_import import UPLOAD_NAME, import_folder_path
@@ -128,6 +129,7 @@ JOB_KINDS: dict[str, JobKind] = {
     "curate": JobKind(task="sporeprint.curate", params=CurateParams, queues=("gpu",)),
     "train": JobKind(task="sporeprint.train", params=TrainParams, queues=("gpu",)),
     "evaluate": JobKind(task="sporeprint.evaluate", params=EvaluateParams, queues=("gpu",)),
+    "export": JobKind(task="sporeprint.export", params=ExportParams, queues=("gpu",)),
     "dataset-export": JobKind(
         task="sporeprint.dataset_export", params=DatasetExportParams, queues=("io",)
     ),
