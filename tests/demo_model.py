@@ -21,7 +21,7 @@ from app.services.datasets import DatasetPolicy
 from app.services.demo_data import generate_demo_dataset
 from app.services.imports import import_folder
 
-SPECIES = 4
+SPECIES = 6
 PER_SPECIES = 30
 IMAGE_SIZE = 64
 

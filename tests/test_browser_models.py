@@ -97,7 +97,8 @@ def test_models_page_scatter_bundle_and_try_it(
         )
         page.get_by_role("button", name="Identify").click()
         guesses = page.locator("#try-result .try-guess")
-        expect(guesses).to_have_count(min(5, len(labels)))
+        assert len(labels) > 5  # so that "five results" means the top five of more
+        expect(guesses).to_have_count(5)
         names = guesses.locator(".try-label").all_inner_texts()
         assert set(names) <= set(labels) and len(set(names)) == len(names)
         for i in range(guesses.count()):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from browsing import live_app, open_page, shot, sign_in
-from demo_model import make_demo_world
+from demo_model import SPECIES, make_demo_world
 from playwright.sync_api import Browser, Page, expect
 from support import PASSWORD
 
@@ -80,7 +80,7 @@ def test_train_from_the_form_and_watch_it_live(
         page.locator("#job-model").click()
         expect(page).to_have_url(re.compile(r"/models/\d+$"))
         expect(page.locator("svg.confusion")).to_be_visible()
-        assert page.locator(".confusion-cell").count() == 16  # 4 species
+        assert page.locator(".confusion-cell").count() == SPECIES**2
         expect(page.locator('[data-metric="test_images"]')).not_to_have_text("—")
         expect(page.get_by_role("link", name=f"job {job_id}")).to_be_visible()
         shot(page, "model.png")

@@ -571,12 +571,12 @@ def test_try_runs_the_tflite_file(real: tuple[Settings, int]) -> None:
         )  # fmt: skip
         assert picked.status_code == 200, picked.text
         guesses = _guesses(picked.text)
-        # Five, or every species of a smaller model (the demo model knows four).
-        assert len(guesses) == min(5, len(labels))
+        assert len(labels) > 5 and len(guesses) == 5
         assert {g[0] for g in guesses} <= set(labels)
         assert [g[0] for g in guesses] == [e[0] for e in expected]
         assert [g[1] for g in guesses] == pytest.approx([e[1] for e in expected], abs=1e-6)
-        assert sum(g[1] for g in guesses) == pytest.approx(1.0, abs=1e-3)
+        # The top five of a softmax: most of the probability, never more than all of it.
+        assert 0.5 < sum(g[1] for g in guesses) <= 1.0 + 1e-3
         assert SAFETY_STATEMENT in picked.text
         # Example photos of each species, with a link to its page.
         assert len(re.findall(r'class="try-label" href="/species/\d+"', picked.text)) == len(

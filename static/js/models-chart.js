@@ -120,7 +120,12 @@
           title: { display: true, text: "top-1 accuracy (test split)" },
           min: yMin,
           max: 1,
-          ticks: { callback: function (v) { return Math.round(Number(v) * 100) + " %"; } },
+          // Whole percents unless the axis spans only a few, where they would repeat.
+          ticks: {
+            callback: function (v) {
+              return (Number(v) * 100).toFixed(1 - yMin > 0.1 ? 0 : 1) + " %";
+            },
+          },
         },
       },
       plugins: {
