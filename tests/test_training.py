@@ -202,6 +202,8 @@ def test_training_learns_and_records_a_model(
         assert {r.phase for r in ends} == {0, 1}
         assert {"loss", "accuracy", "top5", "val_loss", "learning_rate"} <= set(ends[-1].values)
         assert any(not r.values.get("end") for r in rows)  # per-step rows too
+        # Step numbers run on across phases (56 photos at 16 a batch: 4 steps an epoch).
+        assert [r.step for r in ends] == [4 * e for e in range(1, 9)]
         model_row = session.get(TrainedModel, report.trained_model_id)
         assert model_row is not None and not Path(model_row.path).is_absolute()
         assert len(model_row.labels) == 4 and model_row.input_size == 64

@@ -447,6 +447,7 @@ def run_training(
             write, phase=index, steps_per_epoch=steps, batch_size=params.batch_size,
             total_epochs=epochs_done + remaining, every_steps=params.metrics_every_steps,
             cancelled=cancelled, cancel_interval_s=cancel_interval_s,
+            first_step=epochs_done * steps,
         )  # fmt: skip
         checkpoint_cb = EpochCheckpoint(
             folder, phase=index, phase_first_epoch=epochs_done - (phase.epochs - remaining),

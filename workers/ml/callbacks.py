@@ -62,6 +62,7 @@ class MetricsCallback(keras.callbacks.Callback):
         cancelled: Callable[[], bool] | None = None,
         cancel_interval_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        first_step: int = 0,
     ) -> None:
         super().__init__()
         self.write = write
@@ -74,7 +75,10 @@ class MetricsCallback(keras.callbacks.Callback):
         self.cancel_interval_s = cancel_interval_s
         self.clock = clock
         self.epoch = 0
-        self.step = 0  # global step within this fit call
+        # Training steps before this fit call (earlier phases, a resumed run), so that step
+        # numbers run on across phases and the charts' step axis never goes back.
+        self.step = first_step
+        self._fit_steps = 0
         self.stopped = False
         self._last_check = -math.inf
         self._epoch_start = clock()
@@ -104,8 +108,9 @@ class MetricsCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.step += 1
+        self._fit_steps += 1
         self._window_steps += 1
-        if self.step % self.every_steps == 0:
+        if self._fit_steps % self.every_steps == 0:
             now = self.clock()
             rate = self._window_steps * self.batch_size / max(now - self._window_start, 1e-9)
             values = {**_clean(logs), "learning_rate": current_lr(self.model)}

@@ -45,7 +45,8 @@ def train_body(ctx: JobContext) -> dict[str, Any]:
         except TrainingCancelled:
             raise JobCancelled from None
     ctx.log(
-        f"trained model {report.trained_model_id}: test top-1 {report.metrics.get('top1')}, "
+        f"trained model {report.trained_model_id}: test top-1 "
+        f"{report.metrics.get('top1', float('nan')):.3f}, "
         f"{report.epochs} epochs in {report.seconds:.0f} s"
     )
     return report.as_dict()
