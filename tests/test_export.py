@@ -131,7 +131,9 @@ def test_four_kinds_agree_with_keras(exported: Exported) -> None:
     assert ratio <= 0.35
     assert int8.top1_agreement >= 0.90
     assert int8.input_dtype == "uint8" and int8.output_dtype == "uint8"
-    assert int8.details["converter"]["representative_images"] == 84  # the whole train split
+    # At most 100 (the default) photos of the train split.
+    train_images = exported.model.metrics["train_images"]
+    assert int8.details["converter"]["representative_images"] == min(100, train_images)
     assert rows["dynamic"].size_bytes < float16.size_bytes < float32.size_bytes
     assert (exported.settings.data_dir / float32.path).parent.name == "float32"
     assert (exported.settings.data_dir / int8.path).parent.name == "int8-uint8"
