@@ -1,20 +1,15 @@
 """The Models page (trained models, their TFLite exports, accuracy against size), the downloads,
 the Export form, and Try it (a photo through a TFLite file, top-5 species).
 
-Try it never stores the photo: the upload is read into memory, bounded, by this module (ahead of
-sign-in's CSRF check, whose form parsing would spool a large file to the system temp folder) and
-dropped once the answer is drawn.
+Try it never stores the photo: the upload is read into memory, bounded (app/services/uploads.py),
+ahead of sign-in's CSRF check, whose form parsing would spool a large file to the system temp
+folder, and dropped once the answer is drawn.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
-from python_multipart import MultipartParser
-from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
@@ -30,10 +25,9 @@ from app.routes.deps import (
     get_settings,
     require_role,
 )
-from app.services import auth, dispatch, media, model_catalog
+from app.services import auth, dispatch, media, model_catalog, uploads
 from app.services.jobs import JobError
 from app.services.model_catalog import KIND_ORDER, CatalogNotFound, TryError, TryResult
-from app.services.uploads import human_size
 from app.templating import render
 
 router = APIRouter(dependencies=[Depends(current_user)], include_in_schema=False)
@@ -42,8 +36,6 @@ INT8_IO = ("uint8", "float32")
 DEFAULT_INT8_IO = "uint8"
 PHOTO_FIELD = "photo"
 FORM_OVERHEAD = 16 * 1024  # multipart boundaries, part headers and the small fields
-MAX_FIELDS = 8
-MAX_FIELD_BYTES = 1024
 
 
 def _download(found: model_catalog.Download) -> FileResponse:
@@ -157,96 +149,8 @@ async def start_export(
 # --- Try it ---------------------------------------------------------------------------------
 
 
-@dataclass
-class TryUpload:
-    """What POST /try sent: the small fields, and the photo's bytes (in memory only)."""
-
-    fields: dict[str, str] = field(default_factory=dict)
-    photo: bytes | None = None  # None: no file chosen
-    filename: str = ""
-
-
 def try_limit(settings: Settings) -> int:
     return min(settings.max_upload_bytes, model_catalog.MAX_TRY_BYTES)
-
-
-def too_large(limit: int) -> str:
-    return (
-        f"the photo is larger than the limit of {human_size(limit)} for Try it; "
-        "send a smaller one (nothing was kept)"
-    )
-
-
-class _MemoryReceiver:
-    """python-multipart callbacks: the photo part into memory, bounded; small text fields."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.upload = TryUpload()
-        self.header_name = b""
-        self.header_value = b""
-        self.headers: dict[bytes, bytes] = {}
-        self.name = ""
-        self.is_file = False
-        self.buffer = bytearray()
-        self.got_photo = False
-
-    def callbacks(self) -> dict:
-        return {
-            "on_part_begin": self.part_begin,
-            "on_header_field": self.header_field,
-            "on_header_value": self.header_val,
-            "on_header_end": self.header_end,
-            "on_headers_finished": self.headers_finished,
-            "on_part_data": self.part_data,
-            "on_part_end": self.part_end,
-        }
-
-    def part_begin(self) -> None:
-        self.headers, self.name, self.is_file, self.buffer = {}, "", False, bytearray()
-
-    def header_field(self, data: bytes, start: int, end: int) -> None:
-        self.header_name += data[start:end]
-
-    def header_val(self, data: bytes, start: int, end: int) -> None:
-        self.header_value += data[start:end]
-
-    def header_end(self) -> None:
-        self.headers[self.header_name.lower()] = self.header_value
-        self.header_name, self.header_value = b"", b""
-
-    def headers_finished(self) -> None:
-        _, options = parse_options_header(self.headers.get(b"content-disposition", b""))
-        self.name = options.get(b"name", b"").decode("utf-8", "replace")
-        filename = options.get(b"filename")
-        self.is_file = filename is not None
-        if self.is_file and self.name == PHOTO_FIELD:
-            if self.got_photo:
-                raise HTTPException(400, "send one photo at a time")
-            self.got_photo = True
-            self.upload.filename = re.split(r"[/\\]", filename.decode("utf-8", "replace"))[-1]
-        elif not self.is_file and len(self.upload.fields) >= MAX_FIELDS:
-            raise HTTPException(400, "the form has too many fields")
-
-    def part_data(self, data: bytes, start: int, end: int) -> None:
-        size = len(self.buffer) + end - start
-        if self.is_file:
-            if self.name != PHOTO_FIELD:
-                return  # other files are ignored
-            if size > self.limit:
-                raise HTTPException(413, too_large(self.limit))
-        elif size > MAX_FIELD_BYTES:
-            raise HTTPException(400, f"the form field {self.name!r} is too long")
-        self.buffer += data[start:end]
-
-    def part_end(self) -> None:
-        if self.is_file and self.name == PHOTO_FIELD:
-            # A browser sends an empty, nameless part when no file was chosen.
-            if self.upload.filename or self.buffer:
-                self.upload.photo = bytes(self.buffer)
-        elif not self.is_file and self.name:
-            self.upload.fields[self.name] = self.buffer.decode("utf-8", "replace")
-        self.buffer = bytearray()
 
 
 async def read_try_upload(request: Request, settings: Settings = Depends(get_settings)) -> None:
@@ -269,23 +173,17 @@ async def read_try_upload(request: Request, settings: Settings = Depends(get_set
         raise HTTPException(411, "send the photo with a Content-Length header")
     limit = try_limit(settings)
     if int(length) > limit + FORM_OVERHEAD:
-        raise HTTPException(413, too_large(limit))
-    receiver = _MemoryReceiver(limit)
-    parser = MultipartParser(options[b"boundary"], receiver.callbacks())  # type: ignore[arg-type]
-    received = 0
+        raise HTTPException(413, str(uploads.too_large(limit)))
     try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit + FORM_OVERHEAD:
-                raise HTTPException(413, too_large(limit))
-            parser.write(chunk)
-        parser.finalize()
-    except FormParserError as exc:
-        raise HTTPException(400, f"the upload is not a well-formed form ({exc})") from None
-    request.state.try_upload = receiver.upload
+        upload = await uploads.receive_in_memory(
+            request.stream(), request.headers["content-type"], file_field=PHOTO_FIELD, limit=limit
+        )
+    except uploads.UploadError as exc:
+        raise HTTPException(exc.status_code, str(exc)) from None
+    request.state.try_upload = upload
     if not request.headers.get(CSRF_HEADER):
         # The CSRF check reads `await request.form()`; Starlette returns this parsed form.
-        request._form = FormData(list(receiver.upload.fields.items()))
+        request._form = FormData(list(upload.fields.items()))
 
 
 # Its own router: the upload is read before `current_user` looks at the CSRF token.
@@ -343,11 +241,13 @@ def try_page(
     return _try_page(request, db, settings, export, image_id)
 
 
-def _photo(db: Session, settings: Settings, upload: TryUpload, image_id: int | None) -> bytes:
-    if upload.photo is not None:
-        if not upload.photo:
+def _photo(
+    db: Session, settings: Settings, upload: uploads.MemoryUpload, image_id: int | None
+) -> bytes:
+    if upload.data is not None:
+        if not upload.data:
             raise TryRefused(400, "empty file: the photo has no bytes; choose another")
-        return upload.photo
+        return upload.data
     if image_id is None:
         raise TryRefused(400, "choose a photo to upload, or pick one from the dataset")
     try:
@@ -375,7 +275,7 @@ def try_photo(
 ) -> Response:
     """Top-5 species for a photo, from the TFLite file itself; an htmx request gets the
     result fragment, a plain form post the whole page."""
-    upload: TryUpload = request.state.try_upload
+    upload: uploads.MemoryUpload = request.state.try_upload
     export_id = _int(upload.fields.get("export"))
     image_id = _int(upload.fields.get("image_id"))
     fragment = request.headers.get("hx-request") == "true"
@@ -384,7 +284,7 @@ def try_photo(
     status_code = 200
     try:
         export, model = _export(db, export_id)
-        photo = _photo(db, settings, upload, image_id if upload.photo is None else None)
+        photo = _photo(db, settings, upload, image_id if upload.data is None else None)
         try:
             result = model_catalog.try_photo(db, settings.data_dir, export, model, photo)
         except TryError as exc:
@@ -392,7 +292,7 @@ def try_photo(
     except TryRefused as exc:
         error, status_code = exc.message, exc.status_code
     finally:
-        upload.photo = None  # nothing of the photo outlives the request
+        upload.data = None  # nothing of the photo outlives the request
     if fragment:
         return render(
             request, "partials/try_result.html", status_code=status_code, result=result,

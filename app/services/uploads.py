@@ -1,18 +1,20 @@
-"""Receive an uploaded file by streaming the multipart body straight to disk, size-bounded.
+"""Receive an uploaded file by streaming the multipart body as it arrives, size-bounded.
 
 Starlette's own form parsing spools every file to the system temp folder, unbounded, before a
 route sees it; an upload of photos can be gigabytes. Here the body is parsed as it arrives and
-the file part is written to a hidden `.part` file in the target folder, counting bytes: past the
-limit the upload stops with `UploadTooLarge` and the partial file is removed. A finished upload
-is renamed into place under a random name; the client's file name is kept only as a label.
+the file part, counting bytes, goes either to disk (`receive_file`: a hidden `.part` file in
+the target folder, renamed into place under a random name when complete, removed otherwise) or
+to memory (`receive_in_memory`, for a photo that is looked at and never kept). Past the limit
+the upload stops with `UploadTooLarge`. The client's file name is kept only as a label.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -66,11 +68,18 @@ def clean_filename(name: str) -> str:
     return _CONTROL.sub("", base).strip()[:120] or "upload"
 
 
-class _Receiver:
-    """python-multipart callbacks: one file part to disk, small text fields to memory."""
+@dataclass
+class MemoryUpload:
+    data: bytes | None  # None: the form came without a file (a browser's empty file part)
+    filename: str
+    fields: dict[str, str] = field(default_factory=dict)
 
-    def __init__(self, tmp: Path, file_field: str, limit: int) -> None:
-        self.tmp, self.file_field, self.limit = tmp, file_field, limit
+
+class _Receiver:
+    """python-multipart callbacks: one file part to a sink, small text fields to memory."""
+
+    def __init__(self, open_sink: Callable[[], IO[bytes]], file_field: str, limit: int) -> None:
+        self.open_sink, self.file_field, self.limit = open_sink, file_field, limit
         self.header_name = b""
         self.header_value = b""
         self.headers: dict[bytes, bytes] = {}
@@ -118,8 +127,8 @@ class _Receiver:
             if self.got_file:
                 raise UploadError("send one file per upload")
             self.got_file = self.in_file = True
-            self.filename = clean_filename(self.filename)
-            self.out = self.tmp.open("xb")
+            self.filename = clean_filename(self.filename) if self.filename else ""
+            self.out = self.open_sink()
         elif self.filename is None and len(self.fields) >= MAX_FIELDS:
             raise UploadError("the form has too many fields")
 
@@ -150,6 +159,14 @@ class _Receiver:
             self.out = None
 
 
+def _multipart_boundary(content_type: str) -> bytes:
+    kind, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if kind != b"multipart/form-data" or not boundary:
+        raise UploadError("send the file as a multipart/form-data form")
+    return boundary
+
+
 async def receive_file(
     chunks: AsyncIterator[bytes],
     content_type: str,
@@ -164,14 +181,11 @@ async def receive_file(
     Raises UploadTooLarge past `limit` bytes of file, UploadError for anything else wrong;
     either way nothing is left in `folder`.
     """
-    kind, options = parse_options_header(content_type)
-    boundary = options.get(b"boundary")
-    if kind != b"multipart/form-data" or not boundary:
-        raise UploadError("send the file as a multipart/form-data form")
+    boundary = _multipart_boundary(content_type)
     folder.mkdir(parents=True, exist_ok=True)
     name = uuid.uuid4().hex
     tmp = folder / f".{name}.part"
-    receiver = _Receiver(tmp, file_field, limit)
+    receiver = _Receiver(lambda: tmp.open("xb"), file_field, limit)
     parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
     try:
         async for chunk in chunks:
@@ -196,5 +210,44 @@ async def receive_file(
         filename=receiver.filename or "upload",
         size=receiver.size,
         sha256=receiver.sha.hexdigest(),
+        fields=receiver.fields,
+    )
+
+
+class _Buffer(io.BytesIO):
+    """A BytesIO whose contents survive `close()` (the receiver closes its sink)."""
+
+    value = b""
+
+    def close(self) -> None:
+        self.value = self.getvalue()
+        super().close()
+
+
+async def receive_in_memory(
+    chunks: AsyncIterator[bytes], content_type: str, *, file_field: str, limit: int
+) -> MemoryUpload:
+    """The multipart body's `file_field` in memory (at most `limit` bytes) and its text fields.
+
+    Raises UploadTooLarge past `limit`, UploadError for a body that is not a well-formed form.
+    """
+    boundary = _multipart_boundary(content_type)
+    sink = _Buffer()
+    receiver = _Receiver(lambda: sink, file_field, limit)
+    parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
+    try:
+        async for chunk in chunks:
+            if chunk:
+                parser.write(chunk)  # in memory and bounded: no need for a thread
+        parser.finalize()
+    except FormParserError as exc:
+        raise UploadError(f"the upload is not a well-formed form ({exc})") from None
+    finally:
+        receiver.close()
+    # A browser sends an empty, nameless file part when no file was chosen.
+    chosen = receiver.got_file and bool(receiver.filename or receiver.size)
+    return MemoryUpload(
+        data=sink.value if chosen else None,
+        filename=receiver.filename or "",
         fields=receiver.fields,
     )
