@@ -44,6 +44,11 @@ def test_bad_parameters_name_each_field(tmp_path: Path) -> None:
     bad_recipe.write_text("{not json")
     refused = run_cli("train", str(version), "--recipe", str(bad_recipe), env=env)
     assert refused.returncode == 2 and "cannot read the recipe" in refused.stderr
+    no_weights = run_cli(
+        "train", str(version), "--detach", env={**env, "KERAS_HOME": str(tmp_path / "none")}
+    )
+    assert no_weights.returncode == 2
+    assert "no ImageNet weights for MobileNetV3Small" in no_weights.stderr
 
 
 def test_options_queue_a_train_job(tmp_path: Path) -> None:
@@ -70,7 +75,7 @@ def test_a_recipe_file_is_the_whole_request(tmp_path: Path) -> None:
     settings, env, version = _world(tmp_path)
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({
-        "backbone": "EfficientNetV2B0", "image_size": 128, "label_smoothing": 0.1,
+        "backbone": "EfficientNetV2B0", "weights": None, "image_size": 128, "label_smoothing": 0.1,
         "phases": [{"epochs": 4, "unfreeze": "all", "learning_rate": 0.0005}],
     }))  # fmt: skip
     both = run_cli("train", str(version), "--recipe", str(recipe), "--seed", "3", env=env)

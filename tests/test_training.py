@@ -132,8 +132,9 @@ def test_bad_parameters_are_refused(params: dict, message: str) -> None:
 
 
 def test_api_refuses_bad_parameters_with_422(
-    client: TestClient, make_user: Callable[..., str]
-) -> None:
+    client: TestClient, make_user: Callable[..., str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
     make_user("cora")
     token = login(client, "cora", PASSWORD)
     headers = {"X-CSRF-Token": token}
@@ -144,6 +145,14 @@ def test_api_refuses_bad_parameters_with_422(
     zero = {"dataset_version_id": 1, "phases": [{"epochs": 0}]}
     response = client.post("/api/jobs", json={"kind": "train", "params": zero}, headers=headers)
     assert response.status_code == 422 and "at least 1 epoch" in response.text
+    # ImageNet weights (the default) that are in neither the weights folder nor Keras' cache.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras"))
+    response = client.post(
+        "/api/jobs", json={"kind": "train", "params": {"dataset_version_id": 1}}, headers=headers
+    )
+    assert response.status_code == 422
+    assert "no ImageNet weights for MobileNetV3Small" in response.text
+    assert "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5" in response.text
 
 
 def test_missing_imagenet_weights_is_a_clear_error(
@@ -152,7 +161,7 @@ def test_missing_imagenet_weights_is_a_clear_error(
     settings, version_id = world
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras"))
     params = {**SCRATCH, "dataset_version_id": version_id, "weights": "imagenet"}
-    with pytest.raises(TrainingError, match=r"no ImageNet weights for MobileNetV3Small.*null"):
+    with pytest.raises(TrainingError, match=r"no ImageNet weights for MobileNetV3Small.*scratch"):
         train(settings, params)
 
 

@@ -136,7 +136,9 @@ def test_viewer_is_refused(lite: Settings, db: Session) -> None:
         assert "/training/new" not in client.get(f"/datasets/{_version_id(db)}").text
 
 
-def test_valid_form_queues_a_train_job(curator: tuple[TestClient, str], db: Session) -> None:
+def test_valid_form_queues_a_train_job(
+    curator: tuple[TestClient, str], db: Session, lite: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client, csrf = curator
     version_id = _version_id(db)
     form = _form(client.get(f"/training/new?dataset_version_id={version_id}").text)
@@ -145,6 +147,13 @@ def test_valid_form_queues_a_train_job(curator: tuple[TestClient, str], db: Sess
         fine_last="12", aug_magnitude="0.2", seed="7",
     )  # fmt: skip
     del form["class_weights"]  # an unticked box is not sent
+    # ImageNet weights (the default) must be where the workers will look for them.
+    monkeypatch.setenv("KERAS_HOME", str(lite.data_dir / "no-keras"))
+    missing = client.post("/training", data=form, follow_redirects=False)
+    assert missing.status_code == 422 and "no ImageNet weights for EfficientNetV2B0" in missing.text
+    assert db.exec(select(Job)).first() is None  # nothing queued
+    lite.weights_path.mkdir(parents=True)
+    (lite.weights_path / "efficientnetv2-b0_notop.h5").write_bytes(b"weights")
     response = client.post("/training", data=form, follow_redirects=False)
     assert response.status_code == 303, response.text
     job = db.exec(select(Job)).one()

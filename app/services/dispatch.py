@@ -33,8 +33,15 @@ def submit(
     params: dict[str, Any] | None = None,
     user_id: int | None = None,
 ) -> Job:
-    """Create and queue a job; raises JobError for a bad request, BrokerUnavailable when the
-    message cannot be sent (the job is then recorded as failed, with the reason)."""
+    """Create and queue a job; raises JobError for a bad request (or one whose kind's check
+    finds something missing, such as a weights file), BrokerUnavailable when the message
+    cannot be sent (the job is then recorded as failed, with the reason)."""
+    spec = jobs.JOB_KINDS.get(kind)
+    if spec is not None and spec.check is not None:
+        _, clean = jobs.validate_params(kind, queue, params or {})
+        problem = spec.check(settings, spec.params.model_validate(clean))
+        if problem:
+            raise jobs.JobError(problem)
     job = jobs.create_job(session, kind, queue=queue, params=params, user_id=user_id)
     # Commit before publishing so a fast worker always finds the row.
     session.commit()

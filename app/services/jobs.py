@@ -23,7 +23,7 @@ from app.services.curation import CurateParams
 from app.services.evaluation import EvaluateParams
 from app.services.exports import ExportParams
 from app.services.inat.params import InatIngestParams, InatSelectParams
-from app.services.training import TrainParams
+from app.services.training import TrainParams, missing_weights
 from app.services.zip_import import UPLOAD_NAME, import_folder_path
 
 QUEUES = ("io", "gpu")
@@ -117,6 +117,9 @@ class JobKind:
     queues: tuple[str, ...] = ()
     # Jobs bound to one machine name their queue from their parameters instead.
     route: Callable[[Any], str] | None = None
+    # What the request needs beyond valid parameters, checked before it is queued: given the
+    # settings and the parameters, a message saying what is missing, or None.
+    check: Callable[[Any, Any], str | None] | None = None
 
 
 JOB_KINDS: dict[str, JobKind] = {
@@ -127,7 +130,9 @@ JOB_KINDS: dict[str, JobKind] = {
     "inat-ingest": JobKind(task="sporeprint.inat_ingest", params=InatIngestParams, queues=("io",)),
     "inat-select": JobKind(task="sporeprint.inat_select", params=InatSelectParams, queues=("io",)),
     "curate": JobKind(task="sporeprint.curate", params=CurateParams, queues=("gpu",)),
-    "train": JobKind(task="sporeprint.train", params=TrainParams, queues=("gpu",)),
+    "train": JobKind(
+        task="sporeprint.train", params=TrainParams, queues=("gpu",), check=missing_weights
+    ),
     "evaluate": JobKind(task="sporeprint.evaluate", params=EvaluateParams, queues=("gpu",)),
     "export": JobKind(task="sporeprint.export", params=ExportParams, queues=("gpu",)),
     "dataset-export": JobKind(

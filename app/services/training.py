@@ -63,6 +63,23 @@ def weights_file(backbone: str, weights_dir: Path) -> Path | None:
     return None
 
 
+def missing_weights(settings: Settings, params: TrainParams) -> str | None:
+    """Why the run cannot start for want of ImageNet weights, or None when it can.
+
+    A resumed run needs none: it loads its checkpoint. Checked when a job is submitted (the
+    weights directory lives in the shared data directory) and again where it runs.
+    """
+    if params.weights != "imagenet" or params.resume_from_job is not None:
+        return None
+    if weights_file(params.backbone, settings.weights_path) is not None:
+        return None
+    return (
+        f"no ImageNet weights for {params.backbone}: put {BACKBONES[params.backbone]} in "
+        f"{settings.weights_path} (or the Keras cache, ~/.keras/models), or train from "
+        'scratch (weights "none"; null in the JSON API)'
+    )
+
+
 # --- parameters ----------------------------------------------------------------------------
 
 
@@ -344,15 +361,9 @@ def run_training(
     num_classes = len(data.labels)
     if num_classes < 2:
         raise TrainingError("a classifier needs at least two classes")
-    if (
-        params.weights == "imagenet"
-        and weights_file(params.backbone, settings.weights_path) is None
-    ):
-        raise TrainingError(
-            f"no ImageNet weights for {params.backbone}: put {BACKBONES[params.backbone]} in "
-            f"{settings.weights_path} (or the Keras cache, ~/.keras/models), or train from "
-            "scratch with weights: null"
-        )
+    problem = missing_weights(settings, params)
+    if problem:
+        raise TrainingError(problem)
     folder = checkpoint_dir(settings, job_id)
     state = _resume_state(settings, params, job_id)
     folder.mkdir(parents=True, exist_ok=True)
