@@ -42,6 +42,21 @@ PG_ADMIN_URL = os.environ.get(
 REDIS_URL = os.environ.get("SPOREPRINT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` run only where an NVIDIA GPU answers (NVML or nvidia-smi)."""
+    wanted = [item for item in items if item.get_closest_marker("gpu")]
+    if not wanted:
+        return
+    from workers import gpu
+
+    snapshot = gpu.snapshot("auto")
+    if snapshot.devices:
+        return
+    skip = pytest.mark.skip(reason=f"needs an NVIDIA GPU; {snapshot.note or 'none here'}")
+    for item in wanted:
+        item.add_marker(skip)
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A new, empty PostgreSQL database, dropped afterwards."""
