@@ -45,7 +45,12 @@ def test_bad_parameters_name_each_field(tmp_path: Path) -> None:
     refused = run_cli("train", str(version), "--recipe", str(bad_recipe), env=env)
     assert refused.returncode == 2 and "cannot read the recipe" in refused.stderr
     no_weights = run_cli(
-        "train", str(version), "--detach", env={**env, "KERAS_HOME": str(tmp_path / "none")}
+        "train",
+        str(version),
+        "--weights",
+        "imagenet",
+        "--detach",
+        env={**env, "KERAS_HOME": str(tmp_path / "none")},
     )
     assert no_weights.returncode == 2
     assert "no ImageNet weights for MobileNetV3Small" in no_weights.stderr

@@ -74,9 +74,10 @@ def _form(page: str) -> dict[str, str]:
 
 
 def test_dataset_page_links_to_the_form_with_defaults(
-    curator: tuple[TestClient, str], db: Session
+    curator: tuple[TestClient, str], db: Session, lite: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, _ = curator
+    monkeypatch.setenv("KERAS_HOME", str(lite.data_dir / "no-keras"))
     version_id = _version_id(db)
     assert (
         f"/training/new?dataset_version_id={version_id}"
@@ -88,7 +89,10 @@ def test_dataset_page_links_to_the_form_with_defaults(
     defaults = TrainParams(dataset_version_id=version_id)
     assert form["dataset_version_id"] == str(version_id)
     assert form["backbone"] == defaults.backbone == "MobileNetV3Small"
-    assert form["weights"] == "imagenet"
+    # No ImageNet weights here: the form starts from scratch and says how to get them.
+    assert form["weights"] == "none"
+    assert "No ImageNet weights on this machine" in page.text
+    assert "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5" in page.text
     assert form["image_size"] == "224" and form["batch_size"] == "32"
     assert form["head_epochs"] == "5" and float(form["head_lr"]) == 1e-3
     assert form["fine_epochs"] == "5" and form["fine_last"] == "30"
@@ -96,6 +100,11 @@ def test_dataset_page_links_to_the_form_with_defaults(
     assert form["augment"] == "on" and form["class_weights"] == "on"
     assert float(form["aug_magnitude"]) == 0.1 and float(form["dropout"]) == 0.2
     assert client.get("/training/new?dataset_version_id=999").status_code == 404
+    lite.weights_path.mkdir(parents=True)
+    (lite.weights_path / "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5").write_bytes(b"w")
+    page = client.get(f"/training/new?dataset_version_id={version_id}")
+    assert _form(page.text)["weights"] == "imagenet"
+    assert "ImageNet weights are here for MobileNetV3Small." in page.text
 
 
 def test_invalid_values_re_render_the_form_with_the_messages(
@@ -144,13 +153,15 @@ def test_valid_form_queues_a_train_job(
     form = _form(client.get(f"/training/new?dataset_version_id={version_id}").text)
     form.update(
         csrf_token=csrf, backbone="EfficientNetV2B0", head_epochs="3", fine_epochs="2",
-        fine_last="12", aug_magnitude="0.2", seed="7",
+        fine_last="12", aug_magnitude="0.2", seed="7", weights="imagenet",
     )  # fmt: skip
     del form["class_weights"]  # an unticked box is not sent
-    # ImageNet weights (the default) must be where the workers will look for them.
+    # ImageNet weights must be where the workers will look for them.
     monkeypatch.setenv("KERAS_HOME", str(lite.data_dir / "no-keras"))
     missing = client.post("/training", data=form, follow_redirects=False)
-    assert missing.status_code == 422 and "no ImageNet weights for EfficientNetV2B0" in missing.text
+    assert missing.status_code == 422
+    error = re.search(r'<p class="field-error" data-error-for="weights">([^<]*)', missing.text)
+    assert error and "no ImageNet weights for EfficientNetV2B0" in error[1]
     assert db.exec(select(Job)).first() is None  # nothing queued
     lite.weights_path.mkdir(parents=True)
     (lite.weights_path / "efficientnetv2-b0_notop.h5").write_bytes(b"weights")

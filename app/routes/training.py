@@ -20,6 +20,7 @@ from app.models import DatasetVersion, Job, JobStatus, Role, User
 from app.routes.deps import current_user, get_db, get_settings, require_role
 from app.services import datasets, dispatch, gpus, jobs, training, training_form
 from app.services.jobs import JobError
+from app.services.training import TrainParams
 from app.templating import render
 
 router = APIRouter(dependencies=[Depends(current_user)], include_in_schema=False)
@@ -30,6 +31,7 @@ POLL_INTERVAL_S = 0.5
 def _form_page(
     request: Request,
     db: Session,
+    settings: Settings,
     form: dict[str, str],
     errors: dict[str, str] | None = None,
     status_code: int = 200,
@@ -38,6 +40,8 @@ def _form_page(
         request, "training_form.html", status_code=status_code, active="models", form=form,
         errors=errors or {}, versions=datasets.list_versions(db),
         backbones=training_form.BACKBONE_NAMES,
+        with_weights=training.backbones_with_weights(settings),
+        weights_dir=settings.weights_path, weights_files=training.BACKBONES,
     )  # fmt: skip
 
 
@@ -47,10 +51,15 @@ def training_form_page(
     dataset_version_id: int | None = None,
     _: User = Depends(require_role(Role.curator)),
     db: Session = Depends(get_db),
+    settings: Settings = Depends(get_settings),
 ) -> Response:
     if dataset_version_id is not None and db.get(DatasetVersion, dataset_version_id) is None:
         raise HTTPException(404, f"there is no dataset version {dataset_version_id}")
-    return _form_page(request, db, training_form.default_form(dataset_version_id))
+    # Start from ImageNet when its weights are here for the default backbone, else from scratch.
+    default = TrainParams.model_fields["backbone"].default
+    imagenet = default in training.backbones_with_weights(settings)
+    form = training_form.default_form(dataset_version_id, imagenet=imagenet)
+    return _form_page(request, db, settings, form)
 
 
 @router.post("/training")
@@ -65,17 +74,23 @@ async def start_training(
     params = training_form.params_from_form(form)
     errors = training_form.form_errors(params)
     if not errors:
-        version_id = training_form.TrainParams.model_validate(params).dataset_version_id
+        version_id = TrainParams.model_validate(params).dataset_version_id
         if db.get(DatasetVersion, version_id) is None:
             errors["dataset_version_id"] = f"there is no dataset version {version_id}"
+        else:
+            problem = training.missing_weights(settings, TrainParams.model_validate(params))
+            if problem:
+                errors["weights"] = problem
     if errors:
-        return _form_page(request, db, form, errors, status_code=422)
+        return _form_page(request, db, settings, form, errors, status_code=422)
     try:
         job = await run_in_threadpool(
             dispatch.submit, db, settings, "train", params=params, user_id=user.id
         )
     except JobError as exc:
-        return _form_page(request, db, form, {"form": str(exc)}, status_code=exc.status_code)
+        return _form_page(
+            request, db, settings, form, {"form": str(exc)}, status_code=exc.status_code
+        )
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 

@@ -63,6 +63,11 @@ def weights_file(backbone: str, weights_dir: Path) -> Path | None:
     return None
 
 
+def backbones_with_weights(settings: Settings) -> list[str]:
+    """The backbones whose ImageNet weights this machine has (weights folder or Keras cache)."""
+    return [name for name in BACKBONES if weights_file(name, settings.weights_path) is not None]
+
+
 def missing_weights(settings: Settings, params: TrainParams) -> str | None:
     """Why the run cannot start for want of ImageNet weights, or None when it can.
 

@@ -32,9 +32,12 @@ _ERROR_FIELDS: dict[tuple[Any, ...], str] = {
 BACKBONE_NAMES = tuple(BACKBONES)
 
 
-def default_form(dataset_version_id: int | None) -> dict[str, str]:
-    """The form's starting values, taken from `TrainParams`' defaults."""
+def default_form(dataset_version_id: int | None, *, imagenet: bool = True) -> dict[str, str]:
+    """The form's starting values, taken from `TrainParams`' defaults; `imagenet=False` (no
+    weights file for the default backbone here) starts from scratch instead."""
     params = TrainParams(dataset_version_id=dataset_version_id or 1)
+    if not imagenet:
+        params.weights = None
     head, fine = params.phases[0], params.phases[1]
     assert isinstance(fine.unfreeze, LastLayers)
     return {
