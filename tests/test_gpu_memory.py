@@ -189,6 +189,21 @@ def lite(tmp_path: Path) -> Settings:
     return settings
 
 
+def test_a_long_run_is_thinned_for_the_page_keeping_peaks_and_the_newest() -> None:
+    rows = [
+        {"id": i, "gpu": i % 2, "used_mb": 1000.0 + (5000.0 if i == 1234 else i % 7)}
+        for i in range(1, 6001)
+    ]
+    thin = gpus.thin_rows(rows, points=100)
+    for gpu in (0, 1):
+        series = [r for r in thin if r["gpu"] == gpu]
+        assert 90 <= len(series) <= 101
+        assert series[-1]["id"] == (6000 if gpu == 0 else 5999)  # the newest of each GPU
+    assert [r["id"] for r in thin] == sorted(r["id"] for r in thin)
+    assert any(r["id"] == 1234 and r["used_mb"] == 6000.0 for r in thin)  # the peak survives
+    assert gpus.thin_rows(rows[:50], points=100) == rows[:50]  # short runs are untouched
+
+
 def test_stream_sends_rows_after_the_last_event_id(lite: Settings) -> None:
     job_id = _running_job(lite)
     first, second, third = _write_samples(lite, job_id, [1000, 2000, 3000])

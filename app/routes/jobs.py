@@ -111,7 +111,7 @@ def job_page(request: Request, job_id: int, db: Session = Depends(get_db)) -> Re
     # the rows so far.
     train = job.kind == "train"
     metrics = training_form.metrics_after(db, job_id) if train else None
-    gpu_samples = gpus.samples_after(db, job_id) if train else []
+    gpu_samples = gpus.thin_rows(gpus.samples_after(db, job_id)) if train else []
     gpu_note = gpus.gpu_note(db, job) if train and not gpu_samples else None
     return render(
         request,

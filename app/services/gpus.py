@@ -188,16 +188,40 @@ def sample_row(sample: GpuSample) -> dict[str, Any]:
 
 
 def samples_after(
-    session: Session, job_id: int, after: int = 0, limit: int = 5000
+    session: Session, job_id: int, after: int = 0, limit: int | None = None
 ) -> list[dict[str, Any]]:
     """The job's GPU samples with ids above `after`, oldest first, as chart rows."""
-    rows = session.exec(
+    query = (
         select(GpuSample)
         .where(GpuSample.job_id == job_id, col(GpuSample.id) > after)
         .order_by(col(GpuSample.id))
-        .limit(limit)
-    ).all()
+    )
+    rows = session.exec(query.limit(limit) if limit is not None else query).all()
     return [sample_row(s) for s in rows]
+
+
+# A page load draws at most this many samples per GPU (a day's run at 2 s has 43,200).
+CHART_POINTS = 1500
+
+
+def thin_rows(rows: list[dict[str, Any]], points: int = CHART_POINTS) -> list[dict[str, Any]]:
+    """At most about `points` chart rows per GPU: each run of consecutive samples is drawn as
+    its highest-memory one (a peak is never thinned away), and every GPU's last sample is
+    kept, so the page's stream carries on from the newest id. Rows stay in id order."""
+    by_gpu: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_gpu.setdefault(row["gpu"], []).append(row)
+    kept: list[dict[str, Any]] = []
+    for series in by_gpu.values():
+        if len(series) <= points:
+            kept.extend(series)
+            continue
+        size = -(-len(series) // points)
+        for start in range(0, len(series), size):
+            kept.append(max(series[start : start + size], key=lambda r: r["used_mb"] or 0.0))
+        if kept[-1] is not series[-1]:
+            kept.append(series[-1])
+    return sorted(kept, key=lambda r: r["id"])
 
 
 @dataclass(frozen=True)
