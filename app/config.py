@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=2 * 1024**3, gt=0, description="Largest zip of photos one upload may send."
     )
+    max_try_bytes: int = Field(
+        default=20 * 1024**2, gt=0, description="Largest photo Try it takes (read in memory)."
+    )
     max_zip_entries: int = Field(
         default=100_000, gt=0, description="Most files and folders an imported zip may hold."
     )

@@ -120,7 +120,7 @@ class World:
 @pytest.fixture
 def world(tmp_path: Path) -> World:
     (tmp_path / "data").mkdir()
-    settings = Settings(_env_file=None, data_dir=tmp_path / "data", max_upload_bytes=200_000)
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", max_try_bytes=200_000)
     migrations.upgrade(settings.db_url)
     data = settings.data_dir
     with session_scope(settings.db_url) as session:
@@ -454,7 +454,7 @@ def test_try_refuses_an_oversized_upload_unread(
 ) -> None:
     client, csrf = curator
     before = _listing(world.settings.data_dir)
-    big = _png(8, 8) + b"\0" * 300_000  # the world's upload limit is 200 kB
+    big = _png(8, 8) + b"\0" * 300_000  # the world's Try it limit is 200 kB
     for headers, fields in (
         ({"HX-Request": "true", "X-CSRF-Token": csrf}, {}),
         ({}, {"csrf_token": csrf}),
@@ -465,6 +465,15 @@ def test_try_refuses_an_oversized_upload_unread(
         )  # fmt: skip
         assert response.status_code == 413
         assert "larger than the limit of 195.3 KiB" in response.text
+        assert "SPOREPRINT_MAX_TRY_BYTES" in response.text
+    # Just over the limit: within the form's overhead allowance, so it is refused while read.
+    nearly = _png(8, 8) + b"\0" * 205_000
+    response = client.post(
+        "/try", data={"export": str(world.export_ids["int8"])},
+        files={"photo": ("nearly.png", nearly, "image/png")},
+        headers={"HX-Request": "true", "X-CSRF-Token": csrf},
+    )  # fmt: skip
+    assert response.status_code == 413 and "SPOREPRINT_MAX_TRY_BYTES" in response.text
     assert _listing(world.settings.data_dir) == before
 
 

@@ -150,7 +150,15 @@ async def start_export(
 
 
 def try_limit(settings: Settings) -> int:
-    return min(settings.max_upload_bytes, model_catalog.MAX_TRY_BYTES)
+    return min(settings.max_upload_bytes, settings.max_try_bytes)
+
+
+def too_large(limit: int) -> HTTPException:
+    return HTTPException(
+        413,
+        f"the photo is larger than the limit of {uploads.human_size(limit)} for Try it "
+        "(setting SPOREPRINT_MAX_TRY_BYTES); send a smaller one (nothing was kept)",
+    )
 
 
 async def read_try_upload(request: Request, settings: Settings = Depends(get_settings)) -> None:
@@ -173,11 +181,13 @@ async def read_try_upload(request: Request, settings: Settings = Depends(get_set
         raise HTTPException(411, "send the photo with a Content-Length header")
     limit = try_limit(settings)
     if int(length) > limit + FORM_OVERHEAD:
-        raise HTTPException(413, str(uploads.too_large(limit)))
+        raise too_large(limit)
     try:
         upload = await uploads.receive_in_memory(
             request.stream(), request.headers["content-type"], file_field=PHOTO_FIELD, limit=limit
         )
+    except uploads.UploadTooLarge:
+        raise too_large(limit) from None
     except uploads.UploadError as exc:
         raise HTTPException(exc.status_code, str(exc)) from None
     request.state.try_upload = upload

@@ -46,9 +46,8 @@ KIND_LABELS = {
     "dynamic": "dynamic range",
     "int8": "int8",
 }
-# Try it: the largest photo it reads (the upload limit caps it too), how many species it names,
-# example photos shown under each, dataset photos offered on the form, TFLite files kept loaded.
-MAX_TRY_BYTES = 20 * 1024 * 1024
+# Try it: how many species it names, example photos shown under each, dataset photos offered on
+# the form, TFLite files kept loaded. (The largest photo it reads is a setting, max_try_bytes.)
 TOP_K = 5
 EXAMPLES_PER_SPECIES = 4
 SAMPLE_PHOTOS = 8
