@@ -33,13 +33,7 @@ def _params(version: int, recipe: Path | None, options: dict[str, Any]) -> dict[
         if any(value is not None for value in options.values()):
             raise main._fail("give either --recipe or the separate options, not both")
         return {**params, "dataset_version_id": version}
-    from app.services.training import TrainParams, backbones_with_weights
-
-    default = TrainParams.model_fields["backbone"].default
-    wanted = options.get("backbone") or default
-    form = training_form.default_form(
-        version, imagenet=wanted in backbones_with_weights(main._settings())
-    )
+    form = training_form.default_form(version, main._settings(), backbone=options.get("backbone"))
     form.update({k: str(v) for k, v in options.items() if v is not None})
     if options.get("augment") is False:
         form["augment"] = ""

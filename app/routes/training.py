@@ -55,11 +55,9 @@ def training_form_page(
 ) -> Response:
     if dataset_version_id is not None and db.get(DatasetVersion, dataset_version_id) is None:
         raise HTTPException(404, f"there is no dataset version {dataset_version_id}")
-    # Start from ImageNet when its weights are here for the default backbone, else from scratch.
-    default = TrainParams.model_fields["backbone"].default
-    imagenet = default in training.backbones_with_weights(settings)
-    form = training_form.default_form(dataset_version_id, imagenet=imagenet)
-    return _form_page(request, db, settings, form)
+    return _form_page(
+        request, db, settings, training_form.default_form(dataset_version_id, settings)
+    )
 
 
 @router.post("/training")
@@ -74,13 +72,13 @@ async def start_training(
     params = training_form.params_from_form(form)
     errors = training_form.form_errors(params)
     if not errors:
-        version_id = TrainParams.model_validate(params).dataset_version_id
-        if db.get(DatasetVersion, version_id) is None:
-            errors["dataset_version_id"] = f"there is no dataset version {version_id}"
-        else:
-            problem = training.missing_weights(settings, TrainParams.model_validate(params))
-            if problem:
-                errors["weights"] = problem
+        chosen = TrainParams.model_validate(params)
+        if db.get(DatasetVersion, chosen.dataset_version_id) is None:
+            errors["dataset_version_id"] = (
+                f"there is no dataset version {chosen.dataset_version_id}"
+            )
+        elif problem := training.missing_weights(settings, chosen):
+            errors["weights"] = problem
     if errors:
         return _form_page(request, db, settings, form, errors, status_code=422)
     try:

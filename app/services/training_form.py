@@ -10,8 +10,15 @@ from typing import Any
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
+from app.config import Settings
 from app.models import JobMetric
-from app.services.training import BACKBONES, Augmentation, LastLayers, TrainParams
+from app.services.training import (
+    BACKBONES,
+    Augmentation,
+    LastLayers,
+    TrainParams,
+    backbones_with_weights,
+)
 
 # Form fields as strings, in the order the form shows them.
 FIELDS = (
@@ -32,11 +39,16 @@ _ERROR_FIELDS: dict[tuple[Any, ...], str] = {
 BACKBONE_NAMES = tuple(BACKBONES)
 
 
-def default_form(dataset_version_id: int | None, *, imagenet: bool = True) -> dict[str, str]:
-    """The form's starting values, taken from `TrainParams`' defaults; `imagenet=False` (no
-    weights file for the default backbone here) starts from scratch instead."""
+def default_form(
+    dataset_version_id: int | None, settings: Settings | None = None, backbone: str | None = None
+) -> dict[str, str]:
+    """The form's starting values, taken from `TrainParams`' defaults. Given the settings, it
+    starts from ImageNet only when this machine has the weights of the backbone (the default
+    one unless named), and from scratch otherwise."""
     params = TrainParams(dataset_version_id=dataset_version_id or 1)
-    if not imagenet:
+    if settings is not None and (backbone or params.backbone) not in backbones_with_weights(
+        settings
+    ):
         params.weights = None
     head, fine = params.phases[0], params.phases[1]
     assert isinstance(fine.unfreeze, LastLayers)
