@@ -53,12 +53,14 @@ class DemoModel:
     photos: Path  # the generated `species/photo.jpg` folder the dataset was imported from
 
 
-def make_demo_world(root: Path) -> tuple[Settings, int]:
+def make_demo_world(
+    root: Path, *, species: int = SPECIES, per_species: int = PER_SPECIES
+) -> tuple[Settings, int]:
     """A migrated SQLite database in `root`, demo photos imported, one frozen version."""
     (root / "data").mkdir(parents=True, exist_ok=True)
     settings = Settings(_env_file=None, data_dir=root / "data")
     generate_demo_dataset(
-        root / "demo", per_species=PER_SPECIES, species_count=SPECIES, image_size=IMAGE_SIZE,
+        root / "demo", per_species=per_species, species_count=species, image_size=IMAGE_SIZE,
         anomaly_fraction=0, seed=1,
     )  # fmt: skip
     migrations.upgrade(settings.db_url)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from demo_model import DEMO_TRAIN_PARAMS, make_demo_world
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 from support import PASSWORD, ROOT, login
@@ -20,10 +21,7 @@ from support import PASSWORD, ROOT, login
 from app.config import Settings
 from app.db import get_engine, session_scope
 from app.models import Job, JobMetric, TrainedModel
-from app.services import datasets, jobs, migrations
-from app.services.datasets import DatasetPolicy
-from app.services.demo_data import generate_demo_dataset
-from app.services.imports import import_folder
+from app.services import jobs
 from app.services.training import (
     TrainingCancelled,
     TrainingError,
@@ -33,41 +31,14 @@ from app.services.training import (
 
 pytest.importorskip("tensorflow")
 
-SCRATCH = {
-    "backbone": "MobileNetV3Small",
-    "weights": None,
-    "image_size": 64,
-    "batch_size": 16,
-    "augmentation": {
-        "flip": True, "rotation": 0, "translation": 0, "zoom": 0, "contrast": 0, "brightness": 0,
-    },
-    "dropout": 0.1,
-    "phases": [
-        {"epochs": 6, "unfreeze": "all", "learning_rate": 3e-3},
-        {"epochs": 2, "unfreeze": {"last": 40}, "learning_rate": 5e-4},
-    ],
-    "early_stopping_patience": 10,
-    "metrics_every_steps": 1,
-    "mixed_precision": "off",
-}  # fmt: skip
+# The shared demo recipe (MobileNetV3Small from scratch at 64 px), a metric row every step.
+SCRATCH = {**DEMO_TRAIN_PARAMS, "metrics_every_steps": 1}
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, int]]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, int]:
     """A single-machine database with a frozen 4-species dataset version."""
-    root = tmp_path_factory.mktemp("train")
-    (root / "data").mkdir()
-    settings = Settings(_env_file=None, data_dir=root / "data")
-    generate_demo_dataset(
-        root / "demo", per_species=20, species_count=4, image_size=64, anomaly_fraction=0, seed=1
-    )
-    migrations.upgrade(settings.db_url)
-    with Session(get_engine(settings.db_url), expire_on_commit=False) as session:
-        import_folder(session, root / "demo", settings.data_dir)
-        session.commit()
-        version = datasets.freeze(session, DatasetPolicy(name="v1", min_images=5), user_id=None)
-        assert version.id is not None
-        yield settings, version.id
+    return make_demo_world(tmp_path_factory.mktemp("train"), species=4, per_species=20)
 
 
 def new_job(settings: Settings, params: dict[str, Any]) -> int:

@@ -88,3 +88,10 @@ def require_role(role: Role) -> Callable[..., User]:
         return user
 
     return dependency
+
+
+def last_event_id(request: Request, after: int) -> int:
+    """Where an SSE stream resumes: the browser's Last-Event-ID on reconnect, else the page's
+    own mark."""
+    header = request.headers.get("last-event-id", "")
+    return int(header) if header.isdigit() else after

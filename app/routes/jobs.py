@@ -14,7 +14,14 @@ from starlette.concurrency import run_in_threadpool
 from app.config import Settings
 from app.db import session_scope
 from app.models import Job, JobEvent, JobStatus, Role, User
-from app.routes.deps import csrf_token, current_user, get_db, get_settings, require_role
+from app.routes.deps import (
+    csrf_token,
+    current_user,
+    get_db,
+    get_settings,
+    last_event_id,
+    require_role,
+)
 from app.services import dispatch, gpus, jobs, training_form
 from app.templating import render, render_fragment
 
@@ -26,12 +33,6 @@ LIST_LIMIT = 50
 
 def _is_htmx(request: Request) -> bool:
     return request.headers.get("hx-request") == "true"
-
-
-def _last_event_id(request: Request, after: int) -> int:
-    """Where to resume: the browser's Last-Event-ID on reconnect, else the page's own mark."""
-    header = request.headers.get("last-event-id", "")
-    return int(header) if header.isdigit() else after
 
 
 @router.get("/jobs", include_in_schema=False)
@@ -99,7 +100,7 @@ async def jobs_stream(
         return [ServerSentEvent(event="jobs", data=rows, id=str(events[-1].id))]
 
     return EventSourceResponse(
-        _poll(request, settings, _last_event_id(request, after), None, batch), ping=15
+        _poll(request, settings, last_event_id(request, after), None, batch), ping=15
     )
 
 
@@ -154,7 +155,7 @@ async def job_stream(
         return job is None or JobStatus(job.status).finished
 
     return EventSourceResponse(
-        _poll(request, settings, _last_event_id(request, after), job_id, batch, finished),
+        _poll(request, settings, last_event_id(request, after), job_id, batch, finished),
         ping=15,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from app.config import Settings
 from app.db import session_scope
 from app.models import DatasetVersion, Job, JobStatus, Role, User
-from app.routes.deps import current_user, get_db, get_settings, require_role
+from app.routes.deps import current_user, get_db, get_settings, last_event_id, require_role
 from app.services import datasets, dispatch, gpus, jobs, training, training_form
 from app.services.jobs import JobError
 from app.services.training import TrainParams
@@ -109,53 +109,68 @@ def resume_training(
     return RedirectResponse(f"/jobs/{resumed.id}", status_code=303)
 
 
-async def metric_messages(
-    request: Request, settings: Settings, job_id: int, after: int
+# A `read` that never has a note to send (the metric rows' stream).
+NO_NOTE: Any = object()
+
+
+async def _row_messages(
+    request: Request,
+    event: str,
+    read: Callable[[int], tuple[list[dict[str, Any]], Any, bool]],
+    after: int,
 ) -> AsyncIterator[ServerSentEvent]:
-    """New JobMetric rows of a job as `metrics` events (JSON lists), each id the last row's id;
-    a `done` event once the job has finished and every row has been sent."""
-
-    def read() -> tuple[list[dict[str, Any]], bool]:
-        with session_scope(settings.db_url) as session:
-            job = session.get(Job, job_id)
-            done = job is None or JobStatus(job.status).finished
-            return training_form.metrics_after(session, job_id, after, limit=500), done
-
+    """Poll `read(after)` → (new rows, note, job finished) and send the rows as `event` events
+    (JSON lists, each id the last row's id), a `note` event (no id, so it never moves the
+    cursor) whenever the note changes, and `done` once the job has finished and every row has
+    been sent."""
+    sent_note: Any = NO_NOTE
     while not await request.is_disconnected():
-        rows, done = await run_in_threadpool(read)
+        rows, note, done = await run_in_threadpool(read, after)
         if rows:
             after = rows[-1]["id"]
-            yield ServerSentEvent(event="metrics", data=json.dumps(rows), id=str(after))
+            yield ServerSentEvent(event=event, data=json.dumps(rows), id=str(after))
             continue  # there may be more than one batch waiting
+        if note is not NO_NOTE and note != sent_note:
+            sent_note = note
+            yield ServerSentEvent(event="note", data=json.dumps(note))
         if done:
             yield ServerSentEvent(event="done", data="done", id=str(after))
             return
         await asyncio.sleep(POLL_INTERVAL_S)
 
 
+def metric_messages(
+    request: Request, settings: Settings, job_id: int, after: int
+) -> AsyncIterator[ServerSentEvent]:
+    """New JobMetric rows of a job as `metrics` events, then `done` (see `_row_messages`)."""
+
+    def read(after: int) -> tuple[list[dict[str, Any]], Any, bool]:
+        with session_scope(settings.db_url) as session:
+            job = session.get(Job, job_id)
+            done = job is None or JobStatus(job.status).finished
+            return training_form.metrics_after(session, job_id, after, limit=500), NO_NOTE, done
+
+    return _row_messages(request, "metrics", read, after)
+
+
 @router.get("/jobs/{job_id}/metrics/stream")
 async def metrics_stream(
     request: Request, job_id: int, after: int = 0, settings: Settings = Depends(get_settings)
 ) -> EventSourceResponse:
-    header = request.headers.get("last-event-id", "")
-    start = int(header) if header.isdigit() else after
+    start = last_event_id(request, after)
     return EventSourceResponse(metric_messages(request, settings, job_id, start), ping=15)
 
 
-async def gpu_messages(
+def gpu_messages(
     request: Request, settings: Settings, job_id: int, after: int
 ) -> AsyncIterator[ServerSentEvent]:
-    """New GpuSample rows of a job as `gpu` events (JSON lists), each id the last row's id; a
-    `note` event (JSON: null, or state and text; no id, so it never moves the cursor) whenever
-    what the page should say instead of a chart changes; `done` once the job has finished and
-    every row has been sent.
+    """New GpuSample rows of a job as `gpu` events; a `note` (JSON: null, or state and text)
+    saying what the page should show instead of a chart while there are none; `done`.
 
     Its own stream and id sequence: one Last-Event-ID cannot carry the metric rows' cursor too.
     """
-    unsent = object()
-    sent_note: object = unsent
 
-    def read() -> tuple[list[dict[str, Any]], dict[str, str] | None, bool]:
+    def read(after: int) -> tuple[list[dict[str, Any]], Any, bool]:
         with session_scope(settings.db_url) as session:
             job = session.get(Job, job_id)
             done = job is None or JobStatus(job.status).finished
@@ -165,25 +180,12 @@ async def gpu_messages(
             note = gpus.gpu_note(session, job)
             return rows, note.as_dict() if note else None, done
 
-    while not await request.is_disconnected():
-        rows, note, done = await run_in_threadpool(read)
-        if rows:
-            after = rows[-1]["id"]
-            yield ServerSentEvent(event="gpu", data=json.dumps(rows), id=str(after))
-            continue  # there may be more than one batch waiting
-        if note != sent_note:
-            sent_note = note
-            yield ServerSentEvent(event="note", data=json.dumps(note))
-        if done:
-            yield ServerSentEvent(event="done", data="done", id=str(after))
-            return
-        await asyncio.sleep(POLL_INTERVAL_S)
+    return _row_messages(request, "gpu", read, after)
 
 
 @router.get("/jobs/{job_id}/gpu/stream")
 async def gpu_stream(
     request: Request, job_id: int, after: int = 0, settings: Settings = Depends(get_settings)
 ) -> EventSourceResponse:
-    header = request.headers.get("last-event-id", "")
-    start = int(header) if header.isdigit() else after
+    start = last_event_id(request, after)
     return EventSourceResponse(gpu_messages(request, settings, job_id, start), ping=15)

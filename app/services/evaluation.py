@@ -13,13 +13,18 @@ split again and replaces the evaluation figures in `metrics`, keeping what train
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
 from app.config import Settings
 from app.models import TrainedModel
+
+if TYPE_CHECKING:
+    from app.services.training import TrainingData
 
 MAX_MISCLASSIFIED = 60
 MAX_CONFUSED_PAIRS = 10
@@ -43,6 +48,46 @@ class EvaluateParams(BaseModel):
 
     trained_model_id: int = Field(ge=1, description="The trained model to evaluate.")
     batch_size: int = Field(default=32, ge=1, le=1024)
+
+
+@dataclass
+class ModelSource:
+    """A trained model, its file, and its dataset version's files (in its class order)."""
+
+    model: TrainedModel
+    model_path: Path
+    data: TrainingData
+
+
+def model_source(session: Session, settings: Settings, trained_model_id: int) -> ModelSource:
+    """What evaluating or exporting a model needs, checked before TensorFlow is loaded: the
+    row, its `.keras` file, and a dataset version with its classes and a test split to measure
+    on. EvaluationError names what is missing."""
+    from app.services.training import TrainingError, training_files
+
+    model = session.get(TrainedModel, trained_model_id)
+    if model is None:
+        raise EvaluationError(f"there is no trained model {trained_model_id}")
+    model_path = settings.data_dir / model.path
+    if not model_path.is_file():
+        raise EvaluationError(
+            f"the file of trained model {trained_model_id} is missing from the data directory "
+            f"({model.path}); train it again"
+        )
+    try:
+        data = training_files(session, settings, model.dataset_version_id)
+    except TrainingError as exc:
+        raise EvaluationError(str(exc)) from None
+    if data.labels != list(model.labels):
+        raise EvaluationError(
+            f"dataset version {model.dataset_version_id}'s classes are not the model's outputs"
+        )
+    if not data.splits["test"].paths:
+        raise EvaluationError(
+            f"dataset version {data.version.name!r} has no test split to measure the model on; "
+            "freeze a version with a test fraction above 0"
+        )
+    return ModelSource(model, model_path, data)
 
 
 def most_confused(confusion: Any, limit: int = MAX_CONFUSED_PAIRS) -> list[dict[str, Any]]:
@@ -156,33 +201,17 @@ def run_evaluation(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a TrainedModel on its test split again; returns the new metrics (updated row)."""
-    from app.services.training import training_files
-
     if not isinstance(params, EvaluateParams):
         params = EvaluateParams.model_validate(params)
-    row = session.get(TrainedModel, params.trained_model_id)
-    if row is None:
-        raise EvaluationError(f"there is no trained model {params.trained_model_id}")
-    model_path = settings.data_dir / row.path
-    if not model_path.is_file():
-        raise EvaluationError(
-            f"the model file {row.path} is missing from the data directory; train it again"
-        )
-    data = training_files(session, settings, row.dataset_version_id)
-    if data.labels != row.labels:
-        raise EvaluationError(
-            f"dataset version {row.dataset_version_id} no longer has the model's classes"
-        )
-    test = data.splits["test"]
-    if not test.paths:
-        raise EvaluationError(f"dataset version {row.dataset_version_id} has no test photos")
+    source = model_source(session, settings, params.trained_model_id)
+    row, test = source.model, source.data.splits["test"]
     say = log or (lambda message: None)
     if progress is not None:
         progress(0.05, "loading the model")
 
     import keras
 
-    model = keras.models.load_model(model_path)
+    model = keras.models.load_model(source.model_path)
     say(f"predicting {len(test.paths)} test photos")
     probs = predict_split(
         model, test.paths, test.labels, num_classes=len(row.labels), image_size=row.input_size,

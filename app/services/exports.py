@@ -24,7 +24,6 @@ import time
 import zipfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +32,8 @@ from sqlmodel import Session, col, select
 
 from app import __version__
 from app.config import Settings
-from app.models import DatasetItem, DatasetVersion, Image, Job, ModelExport, TrainedModel, utcnow
+from app.models import DatasetItem, Image, Job, ModelExport, TrainedModel, utcnow
+from app.services.evaluation import EvaluationError, ModelSource, model_source
 from app.services.predict import BUNDLE_CARD, BUNDLE_LABELS, BUNDLE_MODEL, TfliteClassifier
 
 EXPORT_KINDS = ("float32", "float16", "dynamic", "int8")
@@ -99,47 +99,12 @@ def export_dir(settings: Settings, trained_model_id: int, key: str) -> Path:
     return settings.data_dir / EXPORTS_DIR / f"model-{trained_model_id}" / key
 
 
-@dataclass
-class Source:
-    """What an export is made from, checked before TensorFlow is loaded."""
-
-    model: TrainedModel
-    model_path: Path
-    version: DatasetVersion
-    train_paths: list[str]
-    test_paths: list[str]
-    test_labels: list[int]
-
-
-def check_source(session: Session, settings: Settings, trained_model_id: int) -> Source:
-    """The trained model, its file and its split, or ExportError naming what is missing."""
-    from app.services.training import TrainingError, training_files
-
-    model = session.get(TrainedModel, trained_model_id)
-    if model is None:
-        raise ExportError(f"there is no trained model {trained_model_id}")
-    model_path = settings.data_dir / model.path
-    if not model_path.is_file():
-        raise ExportError(
-            f"the file of trained model {trained_model_id} is missing ({model.path} in the "
-            "data directory)"
-        )
+def check_source(session: Session, settings: Settings, trained_model_id: int) -> ModelSource:
+    """The trained model, its file and its split (see `model_source`), or ExportError."""
     try:
-        data = training_files(session, settings, model.dataset_version_id)
-    except TrainingError as exc:
+        return model_source(session, settings, trained_model_id)
+    except EvaluationError as exc:
         raise ExportError(str(exc)) from None
-    if data.labels != list(model.labels):
-        raise ExportError(
-            f"dataset version {model.dataset_version_id}'s classes are not the model's outputs"
-        )
-    test = data.splits["test"]
-    if not test.paths:
-        raise ExportError(
-            f"dataset version {data.version.name!r} has no test split to measure the export on; "
-            "freeze a version with a test fraction above 0"
-        )
-    return Source(model, model_path, data.version, data.splits["train"].paths, test.paths,
-                  test.labels)  # fmt: skip
 
 
 # --- the model card -------------------------------------------------------------------------
@@ -191,11 +156,11 @@ def training_recipe(session: Session, model: TrainedModel) -> dict[str, Any]:
 
 def model_card(
     session: Session,
-    source: Source,
+    source: ModelSource,
     row: ModelExport,
     classifier: TfliteClassifier,
 ) -> dict[str, Any]:
-    model, version = source.model, source.version
+    model, version = source.model, source.data.version
     pre = model.preprocessing or {}
     keras_figures = row.details.get("keras", {})
     totals = version.stats.get("totals", {})
@@ -317,6 +282,8 @@ def run_export(
     report = progress or (lambda fraction, text: None)
     source = check_source(session, settings, params.trained_model_id)
     model = source.model
+    train_paths = source.data.splits["train"].paths
+    test = source.data.splits["test"]
     assert model.id is not None
 
     def check() -> None:
@@ -336,10 +303,10 @@ def run_export(
     representative = None
     picked = 0
     if "int8" in params.kinds:
-        chosen = tflite.sample(source.train_paths, params.representative_images)
+        chosen = tflite.sample(train_paths, params.representative_images)
         picked = len(chosen)
         representative = tflite.representative_dataset(
-            [source.train_paths[i] for i in chosen], model.input_size, num_classes
+            [train_paths[i] for i in chosen], model.input_size, num_classes
         )
     check()
     converted, removed = tflite.convert_all(
@@ -356,9 +323,9 @@ def run_export(
     for key, classifier in classifiers.items():
         say(f"{key}: {classifier.size_bytes / 1e6:.2f} MB, input {classifier.input_dtype}")
 
-    chosen_test = tflite.sample(source.test_paths, params.evaluate_images)
-    paths = [source.test_paths[i] for i in chosen_test]
-    truths = [source.test_labels[i] for i in chosen_test]
+    chosen_test = tflite.sample(test.paths, params.evaluate_images)
+    paths = [test.paths[i] for i in chosen_test]
+    truths = [test.labels[i] for i in chosen_test]
     check()
     scores, keras_scores, timed = tflite.evaluate(
         keras_model, classifiers, paths, truths, image_size=model.input_size,
